@@ -1,0 +1,119 @@
+"""CIFAR-10 / CIFAR-100 (Krizhevsky 2009) from torchvision's on-disk pickle layout, held in memory as uint8.
+
+Layout read (exactly what `torchvision.datasets.CIFAR10/100(download=...)` leaves on disk):
+  <root>/cifar-10-batches-py/{data_batch_1..5, test_batch}   dicts with b"data" (N, 3072) uint8, b"labels"
+  <root>/cifar-100-python/{train, test}                      dicts with b"data", b"fine_labels"
+We unpickle them directly instead of going through torchvision, whose md5 check would reject anything but the
+official archive. Augmentation is the recipe of He et al. 2016 used by the LBT official code: random 32x32 crop of
+the image zero-padded by 4, plus horizontal flip. Normalisation uses the training-set per-channel mean/std
+(the LBT official code uses the ImageNet mean/std instead; the difference is a fixed affine map of the input).
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.augment import AugmentSpec
+from data.bundle import DataBundle
+from data.loaders import InMemoryLoader, first_n
+
+# Per-channel mean/std of the 50k training images in [0, 1].
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate pickled CIFAR batches: images (N, 3, 32, 32) uint8, labels (N,) int64."""
+    images, labels = [], []
+    for name in files:
+        entry = _unpickle(folder / name)
+        if b"data" not in entry or label_key not in entry:
+            raise ValueError(f"{folder / name} lacks b'data' or {label_key!r}; is it a CIFAR python-format batch?")
+        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # rows are R,G,B planes
+        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _locate(root: str | Path, folder: str, files: list[str]) -> Path:
+    path = Path(root) / folder
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR files {missing} not found in {path}; run `make data` or set DATA_ROOT to the folder "
+            f"holding {folder}/ (torchvision's download layout)"
+        )
+    return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class CifarLayout:
+    """Where one CIFAR variant lives on disk and how its labels are stored."""
+
+    name: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: bytes
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# The two variants differ in nothing but these facts, so `num_classes` picks the layout.
+LAYOUTS = {
+    10: CifarLayout(
+        name="cifar10", folder="cifar-10-batches-py", train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",), label_key=b"labels", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+    ),
+    100: CifarLayout(
+        name="cifar100", folder="cifar-100-python", train_files=("train",), test_files=("test",),
+        label_key=b"fine_labels", mean=CIFAR100_MEAN, std=CIFAR100_STD,
+    ),
+}
+
+
+def build(
+    *,
+    root: str | Path,
+    num_classes: int = 10,
+    batch_size: int = 128,
+    eval_batch_size: int = 512,
+    num_workers: int = 0,
+    seed: int = 0,
+    train_subset: int | None = None,
+    augment: bool = True,
+    device: str = "cpu",
+) -> DataBundle:
+    """CIFAR-10 (num_classes=10) or CIFAR-100 with fine labels (num_classes=100) bundle.
+
+    `num_workers` is accepted for a uniform config but unused: batches are one in-process tensor gather.
+    """
+    if num_classes not in LAYOUTS:
+        raise ValueError(f"num_classes={num_classes!r} is not a CIFAR variant; expected 10 or 100")
+    layout = LAYOUTS[num_classes]
+    path = _locate(root, layout.folder, [*layout.train_files, *layout.test_files])
+    train_x, train_y = read_cifar_batches(path, list(layout.train_files), layout.label_key)
+    test_x, test_y = read_cifar_batches(path, list(layout.test_files), layout.label_key)
+    for split, y in (("train", train_y), ("test", test_y)):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise ValueError(
+                f"{layout.name} {split} labels span {int(y.min())}..{int(y.max())}; expected 0..{num_classes - 1}"
+            )
+    n = first_n(train_x.shape[0], train_subset)
+    common = dict(mean=layout.mean, std=layout.std, seed=seed, device=device)
+    train = InMemoryLoader(
+        train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True,
+        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None, **common,
+    )
+    test = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
+    return DataBundle(
+        name=layout.name, train=train, test=test, model_kwargs={"num_classes": num_classes, "in_channels": 3}
+    )

@@ -1,0 +1,95 @@
+"""InMemoryLoader: batches from a dataset held whole as one uint8 tensor (Fashion-MNIST, CIFAR, synthetic).
+
+These datasets fit in memory (CIFAR-10 train is 150 MB as uint8), so instead of a DataLoader with per-sample
+PIL transforms we index the tensor, augment the whole batch with one gather (`data.augment`) and normalise on
+the fly. Shuffle order and augmentation come from a generator seeded by (seed, epoch) only, so a run resumed
+at epoch e sees exactly the batches an uninterrupted run saw.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+from data.augment import AugmentSpec, crop_flip, normalize, sample_crop_flip
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the generator for one epoch: distinct for every (seed, epoch) pair a run will meet."""
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def first_n(total: int, train_subset: int | None) -> int:
+    """Validate `train_subset` (None = all) against `total` and return how many leading samples to keep."""
+    if train_subset is None:
+        return total
+    if not isinstance(train_subset, int) or not 1 <= train_subset <= total:
+        raise ValueError(f"train_subset={train_subset!r}; expected null or an int in 1..{total}")
+    return train_subset
+
+
+class InMemoryLoader:
+    """Iterates (x, y): x float32 (B, C, H, W) normalised, y int64 (B,), from uint8 images (N, C, H, W).
+
+    shuffle/augment are for training; the test loader uses neither and yields a fixed order. The last batch
+    may be smaller (no drop_last), as in the LBT official code and torchvision's CIFAR recipe.
+    `device` keeps the dataset (and the augmentation work) on that device; batches come out there.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool,
+        augment: AugmentSpec | None,
+        seed: int,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
+        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries; expected {images.shape[1]} (channels)")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)  # (N, C, H, W) uint8
+        self.labels = labels.to(self.device, torch.int64)  # (N,)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)  # (C,)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)  # (C,)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.images.shape[0] // self.batch_size)  # ceil: the last partial batch is kept
+
+    def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Order, crop offsets and flips for the whole epoch, drawn on CPU then moved in one copy each."""
+        n = self.images.shape[0]
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.augment is None:
+            return order.to(self.device), None, None
+        offsets, flips = sample_crop_flip(n, spec=self.augment, generator=generator)
+        return order.to(self.device), offsets.to(self.device), flips.to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, offsets, flips = self._epoch_plan()
+        for start in range(0, order.shape[0], self.batch_size):
+            idx = order[start : start + self.batch_size]  # (B,)
+            x = self.images[idx]  # (B, C, H, W) uint8
+            if self.augment is not None:
+                pos = slice(start, start + idx.shape[0])
+                x = crop_flip(x, offsets[pos], flips[pos], pad=self.augment.crop_padding)
+            yield normalize(x, self.mean, self.std), self.labels[idx]
