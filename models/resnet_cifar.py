@@ -1,0 +1,97 @@
+"""CIFAR ResNet-20/32/56 (He et al., "Deep Residual Learning", CVPR 2016, Sec. 4.2).
+
+Three stages of n BasicBlocks at 16/32/64 channels on 32x32 inputs (depth 6n+2: n=3, 5, 9). Down-sampling
+shortcuts use option A of the paper (stride-2 subsampling + zero-padded channels, no parameters), as in the
+LBT official code (cvlab-yonsei/LBT, models/resnet20.py) and the paper's own CIFAR experiments; this is why
+ResNet-20 has 0.27M parameters. Weights use Kaiming-normal init, as in that code.
+
+The LBT official code also puts a BatchNorm1d on the pooled features before the classifier; `head_bn=True`
+reproduces that (default off = He et al.'s network).
+
+Only plain nn.Conv2d / nn.Linear layers are used, so `quant.quantize_` can swap them in place; the stem is the
+first module (`conv1`) and the classifier the last (`fc`), which is how the quantizer finds the layers it keeps
+in full precision.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut: keep every second pixel and zero-pad the new channels (He et al. 2016, Sec. 4.2)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad_front = (planes - in_planes) // 2
+        self.pad_back = planes - in_planes - self.pad_front
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, H/s, W/s)
+        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))  # (B, C_out, H/s, W/s)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        needs_projection = stride != 1 or in_planes != planes
+        self.shortcut = PadShortcut(in_planes, planes, stride) if needs_projection else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    """Stem conv 3x3 (16) -> 3 stages x `blocks` BasicBlocks (16, 32, 64; stride 1, 2, 2) -> avg pool -> fc."""
+
+    def __init__(self, *, blocks: int, num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> None:
+        super().__init__()
+        for key, value in (("blocks", blocks), ("num_classes", num_classes), ("in_channels", in_channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ResNetCifar {key}={value!r}; expected a positive int")
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            layers = []
+            for i in range(blocks):
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.head_bn = nn.BatchNorm1d(64) if head_bn else nn.Identity()
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
+        out = self.layer3(self.layer2(self.layer1(out)))  # (B, 64, H/4, W/4)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 64)
+        return self.fc(self.head_bn(out))  # (B, num_classes)
+
+
+def resnet20(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+    """ResNet-20 (n=3), 0.27M parameters; the LBT paper's CIFAR-100 model."""
+    return ResNetCifar(blocks=3, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)
+
+
+def resnet32(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+    """ResNet-32 (n=5), 0.46M parameters."""
+    return ResNetCifar(blocks=5, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)
+
+
+def resnet56(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+    """ResNet-56 (n=9), 0.85M parameters."""
+    return ResNetCifar(blocks=9, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)

@@ -1,0 +1,38 @@
+"""torchvision classification models that timm lacks (e.g. mobilenet_v2, Sandler et al. CVPR 2018).
+
+torchvision models are built for 3-channel input; for other channel counts the first Conv2d is replaced by a
+fresh one with the same geometry (a module swap: no patched `forward`).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+import torchvision
+
+
+def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
+    """Swap the first nn.Conv2d (in module order) for one reading `in_channels` channels; returns `model`."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            break
+    else:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d to adapt to in_channels={in_channels}")
+    if module.in_channels == in_channels:
+        return model
+    if module.groups != 1:
+        raise ValueError(f"first conv {name!r} is grouped (groups={module.groups}); cannot change its input channels")
+    new = nn.Conv2d(
+        in_channels, module.out_channels, module.kernel_size, stride=module.stride, padding=module.padding,
+        dilation=module.dilation, bias=module.bias is not None, padding_mode=module.padding_mode,
+    )
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
+def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """torchvision.models.get_model(name) with `num_classes` outputs and `in_channels` inputs (random init)."""
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise ValueError(f"model.name={name!r} is not a torchvision classification model; e.g. 'mobilenet_v2'")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    return replace_first_conv(model, in_channels)
