@@ -1,0 +1,1 @@
+"""Command-line tools that read run folders (tables, figures); importable as `scripts.<tool>` for tests."""

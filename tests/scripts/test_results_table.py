@@ -1,0 +1,120 @@
+"""scripts/table.py: one row per (model, quantizer), one column per bit setting, mean ± sample std over seeds."""
+import csv
+import io
+import json
+import statistics
+
+import pytest
+
+from scripts.results_io import bits_sort_key, quantizer_label
+from scripts.table import REFERENCE_CSV, build_table, format_cell, main, render_markdown
+
+
+def test_rows_are_model_quantizer_and_columns_are_bits_in_numeric_order(results_root):
+    root, _ = results_root
+    table = build_table(root)
+    (section,) = table.sections
+    assert section.rows == (("resnet20", "fp32"), ("resnet20", "minmax"), ("resnet20", "lbt"))
+    assert section.columns == ("fp32", "4/4/4", "8/8/8")
+    assert section.metric == "test/top1"
+
+
+def test_cells_are_mean_and_sample_std_over_seeds(results_root):
+    root, expected = results_root
+    (section,) = build_table(root).sections
+    assert len(section.cells) == len(expected)
+    for (quantizer, bits), values in expected.items():
+        cell = section.cells[("resnet20", quantizer, bits)]
+        assert cell.n == len(values)
+        assert cell.mean == pytest.approx(statistics.fmean(values))
+        assert cell.std == pytest.approx(statistics.stdev(values))
+        assert format_cell(cell) == f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (2)"
+
+
+def test_failed_run_is_listed_with_its_error_and_not_counted(results_root):
+    root, expected = results_root
+    table = build_table(root)
+    (failed,) = table.excluded
+    assert failed.status == "failed" and failed.seed == 2
+    assert table.sections[0].cells[("resnet20", "lbt", "4/4/4")].n == len(expected[("lbt", "4/4/4")])
+    md = render_markdown(table)
+    assert "Not counted (1)" in md and "RuntimeError: loss is nan at step 12" in md
+
+
+def test_unreadable_summary_is_excluded_not_fatal(results_root):
+    root, _ = results_root
+    broken = root / "fmnist_table" / "torn"
+    broken.mkdir()
+    (broken / "summary.json").write_text('{"status": "fini')
+    table = build_table(root)
+    assert [r.status for r in table.excluded].count("unreadable") == 1
+    assert sum(c.n for c in table.sections[0].cells.values()) == 10
+
+
+def test_cli_writes_markdown_and_csv(results_root, tmp_path, capsys):
+    root, expected = results_root
+    out = tmp_path / "report" / "table"
+    assert main(["--root", str(root), "--name", "fmnist_table", "--out", str(out)]) == 0
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert md == render_markdown(build_table(root, "fmnist_table"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report" / "table.csv").read_text())))
+    assert len(rows) == len(expected)
+    for row in rows:
+        values = expected[(row["quantizer"], row["bits"])]
+        assert float(row["mean"]) == pytest.approx(statistics.fmean(values))
+        assert int(row["n"]) == len(values)
+    assert not list((tmp_path / "report").glob("*.tmp")), "atomic write left a temp file"
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--root", "{tmp}/missing"], ["--root", "{root}", "--name", "nope"],
+                                  ["--root", "{root}", "--task", "detection"]])
+def test_bad_arguments_give_one_line_error(results_root, tmp_path, capsys, args):
+    root, _ = results_root
+    argv = [a.format(tmp=tmp_path, root=root) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+
+
+def test_bits_sort_numerically_with_full_precision_first():
+    bits = ["8/8/8", "16/16/16", "4/4/4", "fp32", "5/5/5", "8/8/32"]
+    assert sorted(bits, key=bits_sort_key) == ["fp32", "4/4/4", "5/5/5", "8/8/8", "8/8/32", "16/16/16"]
+
+
+def test_fixed_ratio_runs_are_labelled_by_their_gamma():
+    summary = {"quantizer": "fixed", "config": {"quant": {"grad": {"_target_": "x", "gamma": 0.8}}}}
+    assert quantizer_label(summary) == "fixed gamma=0.8"
+    assert quantizer_label({"quantizer": "lbt", "config": {"quant": {"grad": {"gamma": 0.8}}}}) == "lbt"
+
+
+def _paper_csv_value(model, method, column):
+    lines = [ln for ln in REFERENCE_CSV.read_text().splitlines() if ln and not ln.startswith("#")]
+    for row in csv.DictReader(lines):
+        if row["model"] == model and row["method"] == method:
+            return float(row[column])
+    raise KeyError((model, method))
+
+
+def test_paper_numbers_appear_only_for_models_the_paper_reports(tmp_path, make_fake_runs):
+    make_fake_runs(tmp_path / "a", model="resnet18")
+    (section,) = build_table(tmp_path / "a").sections
+    assert section.paper[("resnet18", "lbt", "8/8/8")] == _paper_csv_value("resnet18", "LBT", "w8a8g8")
+    assert section.paper[("resnet18", "minmax", "4/4/4")] == _paper_csv_value(
+        "resnet18", "minmax (gamma=1.0)", "w4a4g4")
+    assert section.paper[("resnet18", "fp32", "fp32")] == _paper_csv_value("resnet18", "LBT", "fp_top1")
+    assert "Paper (Kim et al." in render_markdown(build_table(tmp_path / "a"))
+    make_fake_runs(tmp_path / "b", model="resnet20")
+    assert build_table(tmp_path / "b").sections[0].paper == {}
+    assert "Paper (Kim et al." not in render_markdown(build_table(tmp_path / "b"))
+
+
+def test_same_seed_twice_in_a_cell_is_flagged(results_root):
+    root, _ = results_root
+    src = root / "fmnist_table" / "quant=fp32,seed=0"
+    dst = root / "fmnist_table" / "lr=0.05,quant=fp32,seed=0"
+    dst.mkdir()
+    summary = json.loads((src / "summary.json").read_text())
+    (dst / "summary.json").write_text(json.dumps({**summary, "run_id": dst.name}))
+    (section,) = build_table(root).sections
+    assert len(section.warnings) == 1 and "lr=0.05" in section.warnings[0]
