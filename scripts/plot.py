@@ -1,0 +1,185 @@
+"""Figures from run folders, offline (no W&B): the paper's gradient-error curves, gamma, and metric vs bits.
+
+(a) `<group>_E_GL.png`, `<group>_E_G.png`: per-layer E(G_L) and E(G) over iterations, one subplot per layer,
+    one line per quantizer (mean over seeds); Kim et al. ECCV 2024, Fig. 1/4: LBT has the lowest E(G_L) in every
+    layer while not the lowest E(G). `<group>_train_loss.png`: the training loss beside it (their Fig. 4c).
+(b) `<group>_gamma.png`: the clipping ratio gamma = c / g_max per layer over training (LBT settles ~0.5-0.65).
+(c) `<name>_<data>_<metric>_vs_bits.png`: final primary metric vs W/A/G bits, one line per quantizer with
+    std-over-seeds error bars, the full-precision level as a horizontal line; one subplot per model.
+`<group>` is `<name>_<data>_<model>_<w4a4g4>`.
+
+    python scripts/plot.py [--root results] [--name NAME] [--bits 4/4/4] [--layers L1,L2] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python scripts/plot.py`: make `scripts.*` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only: no display on servers / CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from scripts.results_io import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
+                                load_runs, metric_label, read_metrics, write_atomic)
+from scripts.table import ResultTable, row_sort_key, build_table  # noqa: E402
+
+#: (metrics.jsonl key prefix, y-axis label, file suffix) of the per-layer figures
+LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),
+                 ("E_G/", "E(G)  (mean |ĝ-g| / g_max, all gradients)", "E_G"),
+                 ("gamma/", "gamma = c / g_max", "gamma"))
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Render to memory, then write atomically (a reader never sees half a PNG); closes the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue())
+
+
+def mean_curve(histories: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
+    """Mean over runs (seeds) of `key` at each logged step; a step counts the runs that logged it, so a run
+    that stopped early does not cut the others' curves."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for history in histories:
+        for line in history:
+            v = line.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v) and "step" in line:
+                by_step[int(line["step"])].append(float(v))
+    steps = sorted(by_step)
+    return steps, [sum(by_step[s]) / len(by_step[s]) for s in steps]
+
+
+def layer_names(histories: list[list[dict]], prefix: str = "E_GL/") -> list[str]:
+    """Quantized layers in the order the trainer logs them (module order, i.e. input to output)."""
+    seen: dict[str, None] = {}
+    for history in histories:
+        for line in history:
+            for k in line:
+                if k.startswith(prefix):
+                    seen.setdefault(k[len(prefix):], None)
+    return list(seen)
+
+
+def _grid(n: int, ncols: int = 4):
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.6 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str] | None = None) -> list[Path]:
+    """Figures (a) and (b) for every (experiment, data, model, bits) group of finished quantized runs."""
+    groups: dict[tuple[str, str, str, str], dict[str, list[list[dict]]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.status == "finished" and r.quantizer != FULL_PRECISION:
+            groups[(r.name, r.data, r.model, r.bits)][r.quantizer].append(read_metrics(r.path))
+    if layers is not None:  # check the selection before writing anything
+        logged = {n for g in groups.values() for hs in g.values() for n in layer_names(hs)}
+        if not logged.intersection(layers):
+            raise ResultsError(f"--layers {','.join(layers)} names no logged layer; logged layers: "
+                               f"{sorted(logged)}")
+    written = []
+    for (name, data, model, bits), by_quantizer in sorted(groups.items()):
+        stem = f"{name}_{data}_{model}_{bits_slug(bits)}"
+        quantizers = sorted(by_quantizer, key=lambda q: row_sort_key((model, q)))
+        all_histories = [h for hs in by_quantizer.values() for h in hs]
+        for prefix, ylabel, suffix in LAYER_FIGURES:
+            names = [n for n in layer_names(all_histories, prefix) if layers is None or n in layers]
+            if not names:
+                continue
+            fig, axes = _grid(len(names))
+            for ax, layer in zip(axes, names):
+                for q in quantizers:
+                    steps, values = mean_curve(by_quantizer[q], prefix + layer)
+                    ax.plot(steps, values, label=q, linewidth=1.2)
+                ax.set_title(layer, fontsize=9)
+                ax.set_xlabel("iteration", fontsize=8)
+                ax.tick_params(labelsize=7)
+            axes[0].set_ylabel(ylabel, fontsize=8)
+            axes[0].legend(fontsize=7)
+            fig.suptitle(f"{name}: {model} on {data}, W/A/G {bits}, mean over seeds", fontsize=10)
+            written.append(save_figure(fig, out_dir / f"{stem}_{suffix}.png"))
+        fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
+        for q in quantizers:
+            ax.plot(*mean_curve(by_quantizer[q], "train/loss"), label=q, linewidth=1.2)
+        ax.set(xlabel="iteration", ylabel="training loss", title=f"{model} on {data}, W/A/G {bits}")
+        ax.legend(fontsize=8)
+        written.append(save_figure(fig, out_dir / f"{stem}_train_loss.png"))
+    return written
+
+
+def plot_metric_vs_bits(table: ResultTable, out_dir: Path) -> list[Path]:
+    """Figure (c): one file per table section, one subplot per model."""
+    written = []
+    for s in table.sections:
+        models = sorted({m for m, _ in s.rows})
+        bit_cols = [b for b in s.columns if b != FULL_PRECISION]
+        fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False,
+                                 layout="constrained")
+        for ax, model in zip(axes[0], models):
+            for _, q in [row for row in s.rows if row[0] == model and row[1] != FULL_PRECISION]:
+                xs = [i for i, b in enumerate(bit_cols) if (model, q, b) in s.cells]
+                cells = [s.cells[(model, q, bit_cols[i])] for i in xs]
+                ax.errorbar(xs, [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], label=q,
+                            marker="o", capsize=3, linewidth=1.2)
+            fp = s.cells.get((model, FULL_PRECISION, FULL_PRECISION))
+            if fp is not None:
+                ax.axhline(fp.mean, color="black", linestyle="--", linewidth=1, label=f"fp32 ({fp.mean:.2f})")
+            ax.set_xticks(range(len(bit_cols)), bit_cols)
+            ax.set(xlabel="W/A/G bits", ylabel=metric_label(s.metric), title=model)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{s.name}: {s.data}, final {metric_label(s.metric)} (mean ± std over seeds)", fontsize=10)
+        written.append(save_figure(fig, out_dir / f"{s.name}_{s.data}_{metric_label(s.metric)}_vs_bits.png"))
+    return written
+
+
+def make_figures(root: str | Path = "results", name: str | None = None, *, bits: str | None = None,
+                 layers: list[str] | None = None, out: str | Path | None = None) -> list[Path]:
+    """All figures for the selected runs; returns the PNG paths. Raises ResultsError (one line)."""
+    runs = load_runs(root, name=name)
+    out_dir = Path(out) if out else Path(root) / (name or "") / "figures"
+    if bits is not None:
+        have = sorted({r.bits for r in runs if r.quantizer != FULL_PRECISION}, key=bits_sort_key)
+        if bits not in have:
+            raise ResultsError(f"--bits {bits!r} matches no quantized run; bit settings there: {have}")
+        curve_runs = [r for r in runs if r.bits == bits]
+    else:
+        curve_runs = runs
+    written = plot_layer_curves(curve_runs, out_dir, layers=layers)
+    table = build_table(root, name)
+    return written + plot_metric_vs_bits(table, out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="results", help="folder holding <name>/<run_id>/summary.json")
+    parser.add_argument("--name", help="only this experiment name")
+    parser.add_argument("--bits", help="W/A/G setting for the per-layer curves, e.g. 4/4/4 (default: every one)")
+    parser.add_argument("--layers", help="comma-separated layer names for the per-layer curves (default: all)")
+    parser.add_argument("--out", help="output folder (default <root>/<name>/figures)")
+    args = parser.parse_args(argv)
+    layers = [x for x in args.layers.split(",") if x] if args.layers else None
+    try:
+        written = make_figures(args.root, args.name, bits=args.bits, layers=layers, out=args.out)
+    except ResultsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
