@@ -16,8 +16,6 @@ from typing import Any
 
 #: the label the trainer writes for full precision, both as `quantizer` and as `bits`
 FULL_PRECISION = "fp32"
-#: statuses a summary.json may carry; only "finished" runs count in tables
-STATUSES = ("finished", "failed", "running")
 
 
 class ResultsError(ValueError):
