@@ -19,11 +19,11 @@ def bits_label(w, a, g) -> str:
 
 
 def quantizer_label(grad_cfg: DictConfig, bits: str) -> str:
-    """`lbt`, `mse`, `minmax`, `fixed0.8`, ... from the policy's module (config stem == module name); `fp32`."""
-    if bits == "fp32":
-        return "fp32"
-    name = str(grad_cfg._target_).split(".")[-2]
-    return f"{name}{grad_cfg.gamma}" if "gamma" in grad_cfg and name == "fixed" else name
+    """`lbt`, `mse`, `minmax`, `fixed`, ... from the policy's module (config stem == module name); `fp32`.
+
+    A fixed ratio's gamma stays in the summary's config (the table script labels it `fixed gamma=0.8`).
+    """
+    return "fp32" if bits == "fp32" else str(grad_cfg._target_).split(".")[-2]
 
 
 def model_label(node: DictConfig) -> str:
