@@ -1,0 +1,47 @@
+"""Object detection: torchvision's summed detector losses for training, COCO mAP for evaluation.
+
+Batches follow torchvision's detection convention: (images: list of (3, H, W) float tensors, targets: list of
+{"boxes": (N, 4) float xyxy, "labels": (N,) int64}). mAP is COCO's (Lin et al., ECCV 2014): AP averaged over
+IoU thresholds 0.50:0.05:0.95 and over classes, computed by torchmetrics with the official pycocotools backend
+once over the whole loader (no per-batch host sync in our code).
+"""
+import torch
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+
+# evaluate()'s keys -> torchmetrics' keys (mAP@[.5:.95], AP@.5, AP@.75, recall with 100 detections per image)
+_REPORTED = {"map": "map", "map_50": "map_50", "map_75": "map_75", "mar_100": "mar_100"}
+
+
+class DetectionTask:
+    metric = "map"
+
+    def to_device(self, batch, device):
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{key: value.to(device, non_blocking=True) for key, value in t.items()} for t in targets]
+        return images, targets
+
+    def batch_size(self, batch) -> int:
+        return len(batch[0])
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        """Sum of the detector's loss dict (FCOS: classification + box regression + centerness), as torchvision's
+        reference recipe trains it."""
+        images, targets = batch
+        losses = model(images, targets)
+        return torch.stack(list(losses.values())).sum()
+
+    def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
+        """COCO mAP of `model` (eval mode) over `loader`. Values are in [0, 1]; -1 where no image has a box."""
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        images_seen = 0
+        for batch in loader:
+            images, targets = self.to_device(batch, device)
+            predictions = model(images)  # list of {"boxes", "scores", "labels"}, one per image
+            metric.update(predictions, targets)
+            images_seen += len(images)
+        if images_seen == 0:
+            raise ValueError("the evaluation loader is empty: check the test split of the dataset")
+        result = metric.compute()
+        return {ours: float(result[theirs]) for ours, theirs in _REPORTED.items()}
