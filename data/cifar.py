@@ -6,7 +6,7 @@ Layout read (exactly what `torchvision.datasets.CIFAR10/100(download=...)` leave
 We unpickle them directly instead of going through torchvision, whose md5 check would reject anything but the
 official archive. Augmentation is the recipe of He et al. 2016 used by the LBT official code: random 32x32 crop of
 the image zero-padded by 4, plus horizontal flip. Normalisation uses the training-set per-channel mean/std
-(the LBT official code uses the ImageNet mean/std instead; the difference is a fixed affine map of the input).
+(the LBT official code uses the ImageNet mean/std instead).
 """
 from __future__ import annotations
 
