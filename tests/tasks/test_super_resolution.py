@@ -135,3 +135,27 @@ def test_task_config_keeps_exactly_the_head_and_tail_in_full_precision():
     convs = [n for n, m in EDSR(scale=4, num_features=8, num_blocks=2).named_modules() if isinstance(m, nn.Conv2d)]
     kept = [n for n in convs if any(fnmatch(n, p) for p in cfg.quant.keep_fp)]
     assert kept == [n for n in convs if not n.startswith("body")] and len(kept) < len(convs)
+
+
+def test_quantized_tiny_edsr_trains_at_8_8_8_with_head_and_tail_in_full_precision():
+    from quant.convert import quantize_
+    from quant.spec import QuantSpec
+
+    torch.manual_seed(0)
+    keep_fp = tuple(OmegaConf.load(CONFIG_DIR / "task" / "super_resolution.yaml").quant.keep_fp)
+    model = quantize_(EDSR(scale=2, num_features=8, num_blocks=2), QuantSpec(w_bits=8, a_bits=8, g_bits=8,
+                                                                            keep_fp=keep_fp))
+    kinds = {n: type(m) for n, m in model.named_modules() if n.count(".") < 3 and "Conv" in type(m).__name__}
+    assert all((kind is nn.Conv2d) == (not name.startswith("body")) for name, kind in kinds.items())
+    lr, hr = _pairs(n=1, size=(12, 12))[0]
+    batch = (lr.expand(4, -1, -1, -1), hr.expand(4, -1, -1, -1))
+    task, optimizer = SuperResolutionTask(), torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        loss = task.loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
