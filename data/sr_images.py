@@ -90,13 +90,18 @@ class SRPairs(Sequence[tuple[torch.Tensor, torch.Tensor]]):
     costs one 2K PNG decode per patch, which needs DataLoader workers to keep a GPU busy.
     """
 
-    def __init__(self, sources: Sequence[ImageSource], *, scale: int, preload: bool) -> None:
+    def __init__(self, sources: Sequence[ImageSource], *, scale: int, preload: bool,
+                 names: Sequence[str] | None = None) -> None:
         if not isinstance(scale, int) or scale < 2:
             raise ValueError(f"scale={scale!r}; expected an int >= 2 (2, 3 or 4 in the EDSR protocol)")
         if len(sources) == 0:
             raise ValueError("no images given; the image folder or the image list is empty")
         self.scale = scale
         self.sources = list(sources)
+        # For error messages: the HR file, or the caller's name for an in-memory image.
+        self.names = list(names) if names is not None else [
+            str(hr) if isinstance(hr, Path) else f"image {i}" for i, (hr, _) in enumerate(self.sources)
+        ]
         self.cache = None
         if preload:
             # Decoding runs in C++ without the GIL, so threads overlap it (800 DIV2K PNGs: minutes -> seconds).

@@ -29,7 +29,7 @@ class SRPatchDataset(Dataset):
         if not isinstance(patches_per_epoch, int) or patches_per_epoch < 1:
             raise ValueError(f"patches_per_epoch={patches_per_epoch!r}; expected a positive int")
         if pairs.cache is not None:
-            small = [i for i, (lr, _) in enumerate(pairs.cache) if min(lr.shape[-2:]) < lr_patch_size]
+            small = [pairs.names[i] for i, (lr, _) in enumerate(pairs.cache) if min(lr.shape[-2:]) < lr_patch_size]
             if small:
                 raise ValueError(
                     f"training images {small} have an LR side below lr_patch_size={lr_patch_size}; "
@@ -64,7 +64,8 @@ class SRPatchDataset(Dataset):
         p, s = self.lr_patch_size, self.pairs.scale
         h, w = lr.shape[-2:]
         if h < p or w < p:
-            raise ValueError(f"training image {image} has LR size {(h, w)} below lr_patch_size={p}; lower it")
+            raise ValueError(f"training image {self.pairs.names[image]} has LR size {(h, w)} below "
+                             f"lr_patch_size={p}; lower it or drop the image")
         y, x = int(fy * (h - p + 1)), int(fx * (w - p + 1))
         lr = lr[:, y : y + p, x : x + p]  # (3, p, p)
         hr = hr[:, s * y : s * (y + p), s * x : s * (x + p)]  # (3, s*p, s*p)

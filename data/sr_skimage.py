@@ -57,8 +57,10 @@ def build(
         raise ValueError(f"images {shared} are in both train_images and test_images; the two lists must be disjoint")
     if not train_images or not test_images:
         raise ValueError(f"train_images={train_images} / test_images={test_images}; both need at least one image")
-    train_pairs = SRPairs([(im, None) for im in load_skimage_images(train_images)], scale=scale, preload=True)
-    test_pairs = SRPairs([(im, None) for im in load_skimage_images(test_images)], scale=scale, preload=True)
+    train_pairs, test_pairs = (
+        SRPairs([(im, None) for im in load_skimage_images(names)], scale=scale, preload=True, names=names)
+        for names in (train_images, test_images)
+    )
     patches = SRPatchDataset(
         train_pairs, lr_patch_size=lr_patch_size, patches_per_epoch=patches_per_epoch, augment=augment, seed=seed
     )

@@ -156,8 +156,8 @@ def test_set5_layout_reads_hr_and_lr_files(tmp_path):
 
 
 def test_patches_larger_than_an_image_are_rejected_before_training():
-    pairs = SRPairs([(torch.zeros(3, 20, 20, dtype=torch.uint8), None)], scale=2, preload=True)
-    with pytest.raises(ValueError, match="lr_patch_size=11"):
+    pairs = SRPairs([(torch.zeros(3, 20, 20, dtype=torch.uint8), None)], scale=2, preload=True, names=["tiny"])
+    with pytest.raises(ValueError, match=r"\['tiny'\].*lr_patch_size=11"):
         SRPatchDataset(pairs, lr_patch_size=11, patches_per_epoch=4, augment=True, seed=0)
 
 
