@@ -38,7 +38,7 @@ def _out_channels(stage: nn.Module) -> int:
     return [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
-def build_fcos(
+def fcos(
     *,
     backbone: ResNet,
     num_classes: int,
