@@ -50,13 +50,16 @@ class CanvasSpec:
             raise ValueError(f"max_iou={self.max_iou} is invalid: use a value in [0, 1]")
 
 
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box (4,) with each of others (K, 4)."""
     lo = np.maximum(box[:2], others[:, :2])
     hi = np.minimum(box[2:], others[:, 2:])
     inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / (area(box) + area(others) - inter)
+    return inter / (_area(box) + _area(others) - inter)
 
 
 def _tight_box(item: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-# evaluate()'s keys -> torchmetrics' keys (mAP@[.5:.95], AP@.5, AP@.75, recall with 100 detections per image)
-_REPORTED = {"map": "map", "map_50": "map_50", "map_75": "map_75", "mar_100": "mar_100"}
+# torchmetrics' keys we report: mAP@[.5:.95], AP@.5, AP@.75, recall with up to 100 detections per image
+_REPORTED = ("map", "map_50", "map_75", "mar_100")
 
 
 class DetectionTask:
@@ -44,4 +44,4 @@ class DetectionTask:
         if images_seen == 0:
             raise ValueError("the evaluation loader is empty: check the test split of the dataset")
         result = metric.compute()
-        return {ours: float(result[theirs]) for ours, theirs in _REPORTED.items()}
+        return {key: float(result[key]) for key in _REPORTED}
