@@ -1,0 +1,116 @@
+"""Output-gradient quantization: identity in forward, quantized error signal in backward (METHODS 1.1-1.2, 1.5).
+
+A quantized layer computes `y = op(Qa(x), Qw(w))` and returns `GradQuantizer(y)`. In backward, the incoming
+`g = dL/dy` is replaced by `g_hat` before autograd runs the op's own backward, so BOTH dL/dW and dL/dX are
+computed from the quantized error signal, as in the paper (and the official code's `conv2d_biprec`).
+
+    g_max = max|g|,  c = gamma * g_max,  D = 2c / (2^b - 2)
+    g_hat = clamp(floor((g + c) / D + u), 0, 2^b - 2) * D - c,  u ~ U[0, 1)   (stochastic, saturating)
+
+gamma comes from the policy (quant.grad.*) and the layer's `gamma` buffer. A gradient whose g_max is 0 or not
+finite passes through unchanged and increments the on-device `skipped` counter (no NaN, no host sync).
+All per-step work is on device inside the backward, including the policy's buffer update, so the function traces
+into a compiled backward graph (torch.compile supports buffer mutation there; checked by the tests).
+
+Statistics (only when `recording`; METHODS 1.5): E(G) = mean|g_hat - g| / g_max over all elements,
+E(G_L) = the same over the top `large_fraction` of |g|, the clipped fraction r, the gamma used, and g_max.
+They land in the small `stats` buffer that quant.drain_grad_stats reads on logging steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from quant.grad.base import GradPolicy
+from quant.primitives import quantize_symmetric
+from quant.state import OptionalStateMixin
+
+# Layout of GradQuantizer.stats: a "fresh" flag (recorded since the last drain), then the statistics.
+STAT_NAMES = ("E_G", "E_GL", "clip_frac", "gamma", "g_max")
+
+
+def _large_gradient_error(abs_error: Tensor, g: Tensor, fraction: float) -> Tensor:
+    """mean |g_hat - g| over the top `fraction` of |g| (G_L, METHODS 1.3); topk only runs on logging steps."""
+    k = max(1, math.ceil(fraction * g.numel()))
+    index = g.reshape(-1).abs().topk(k, sorted=False).indices  # (k,)
+    return abs_error.reshape(-1)[index].mean()
+
+
+class _QuantizeGradient(torch.autograd.Function):
+    """Identity forward; backward quantizes the incoming gradient and updates the layer's gradient state.
+
+    State tensors ride on ctx (not save_for_backward): they are mutated in backward, and a layer applied twice
+    in one forward must not fail autograd's saved-tensor version check.
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, bits: int,
+                policy: GradPolicy, recording: bool, warming_up: bool, large_fraction: float) -> Tensor:
+        ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed = gamma, skipped, stats, warmed
+        ctx.bits, ctx.policy, ctx.recording, ctx.warming_up = bits, policy, recording, warming_up
+        ctx.large_fraction = large_fraction
+        # A copy, not `y` or a view of it: an in-place op after the layer (ReLU(inplace=True) in VGG, AlexNet)
+        # on a custom Function's view output is an autograd error. torch.compile fuses the copy away.
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g_out: Tensor):
+        policy: GradPolicy = ctx.policy
+        bits, gamma = ctx.bits, ctx.gamma
+        g = g_out.float()  # float32 grid arithmetic under bf16 autocast; no-op otherwise
+        g_max = torch.linalg.vector_norm(g, float("inf"))  # max|g| in one pass
+        valid = torch.isfinite(g_max) & (g_max > 0)
+
+        gamma_used = policy.choose_gamma(g, g_max, gamma, bits)
+        clip = gamma_used * g_max
+        g_hat = torch.where(valid, quantize_symmetric(g, clip, bits, stochastic=True), g)
+
+        clip_fraction = None
+        if policy.needs_clip_fraction or ctx.recording:
+            clip_fraction = (g.abs() > clip).sum() / g.numel()
+        if ctx.recording:  # before the state update below: gamma_used may be the gamma buffer itself
+            abs_error = (g_hat - g).abs()
+            scale = torch.where(valid, 1 / g_max, 0.0)  # a skipped tensor reports zero error, not 0/0
+            ctx.stats.copy_(torch.stack([
+                torch.ones_like(g_max), abs_error.mean() * scale,
+                _large_gradient_error(abs_error, g, ctx.large_fraction) * scale,
+                clip_fraction, gamma_used, g_max]))
+
+        gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
+            else gamma_used
+        if ctx.warming_up:
+            gamma_next = policy.warmup_gamma(g, g_max, bits)
+            ctx.warmed.logical_or_(valid)
+        gamma.copy_(torch.where(valid, gamma_next, gamma))
+        ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
+        return g_hat.to(g_out.dtype), None, None, None, None, None, None, None, None, None
+
+
+class GradQuantizer(OptionalStateMixin, nn.Module):
+    """Per-layer gradient quantizer and its state: `gamma`, `skipped` (saved), `warmed` (saved), `stats`.
+
+    `recording` and `warming_up` are python flags (set by quant.set_recording / quant.warmup_grad_intervals);
+    torch.compile specialises on them, so a step without recording traces no statistics at all.
+    """
+
+    def __init__(self, bits: int, policy: GradPolicy, *, large_fraction: float = 1e-3, device=None) -> None:
+        super().__init__()
+        self.bits, self.policy, self.large_fraction = bits, policy, large_fraction
+        self.recording = False
+        self.warming_up = False
+        self.register_buffer("gamma", torch.tensor(policy.initial_gamma(), device=device))
+        self.register_buffer("skipped", torch.zeros((), device=device))
+        self.register_buffer("warmed", torch.zeros((), dtype=torch.bool, device=device))
+        self.register_buffer("stats", torch.zeros(1 + len(STAT_NAMES), device=device), persistent=False)
+
+    def forward(self, y: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and y.requires_grad):
+            return y
+        return _QuantizeGradient.apply(y, self.gamma, self.skipped, self.stats, self.warmed, self.bits, self.policy,
+                                       self.recording, self.warming_up, self.large_fraction)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, policy={self.policy}"

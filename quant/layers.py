@@ -1,0 +1,80 @@
+"""QConv2d / QLinear: drop-in subclasses that quantize W and A in forward and dL/dY in backward (METHODS 1.1).
+
+They subclass nn.Conv2d / nn.Linear, so `weight` and `bias` keep their names and a full-precision state_dict
+loads into them; the quantizers are submodules `wq` (s_W), `aq` (u_A) and `gq` (gamma, counters), or
+nn.Identity for a role kept in full precision.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from quant.forward import ActQuantizer, WeightQuantizer
+from quant.gradient import GradQuantizer
+from quant.spec import QuantSpec
+
+
+def _quantizers(spec: QuantSpec, device) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(wq, aq, gq) for one layer; nn.Identity where the spec keeps that role in full precision."""
+    wq = WeightQuantizer(spec.w_bits, device=device) if spec.w_bits else nn.Identity()
+    aq = ActQuantizer(spec.a_bits, device=device) if spec.a_bits else nn.Identity()
+    gq = GradQuantizer(spec.g_bits, spec.grad, large_fraction=spec.large_fraction, device=device) \
+        if spec.g_bits else nn.Identity()
+    return wq, aq, gq
+
+
+class QuantizedLayerMixin:
+    """Shared by QConv2d and QLinear: the three quantizer submodules, built from a QuantSpec."""
+
+    wq: nn.Module
+    aq: nn.Module
+    gq: nn.Module
+
+    def attach_quantizers(self, spec: QuantSpec) -> None:
+        """(Re)create wq, aq, gq on the weight's device (fresh state: intervals initialise on the next batch)."""
+        self.wq, self.aq, self.gq = _quantizers(spec, self.weight.device)  # type: ignore[attr-defined]
+
+    def _share_parameters(self, layer: nn.Module, spec: QuantSpec):
+        """Take over `layer`'s Parameter objects (names, sharing, optimizer references) and its train/eval mode."""
+        self.weight, self.bias = layer.weight, layer.bias
+        self.attach_quantizers(spec)  # built on "meta" by __init__; now on the real device
+        return self.train(layer.training)
+
+
+class QConv2d(QuantizedLayerMixin, nn.Conv2d):
+    """nn.Conv2d with quantized weights, inputs and output gradient."""
+
+    def __init__(self, *args, spec: QuantSpec, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attach_quantizers(spec)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, spec: QuantSpec) -> "QConv2d":
+        """A QConv2d that shares `conv`'s weight and bias tensors."""
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                padding_mode=conv.padding_mode, spec=spec, device="meta")
+        return q._share_parameters(conv, spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._conv_forward(self.aq(x), self.wq(self.weight), self.bias)  # (B, C_out, H', W')
+        return self.gq(y)
+
+
+class QLinear(QuantizedLayerMixin, nn.Linear):
+    """nn.Linear with quantized weights, inputs and output gradient."""
+
+    def __init__(self, *args, spec: QuantSpec, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attach_quantizers(spec)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, spec: QuantSpec) -> "QLinear":
+        """A QLinear that shares `linear`'s weight and bias tensors."""
+        q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, spec=spec, device="meta")
+        return q._share_parameters(linear, spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.linear(self.aq(x), self.wq(self.weight), self.bias)  # (..., out_features)
+        return self.gq(y)

@@ -1,0 +1,57 @@
+"""QuantSpec: the validated description of what to quantize, built once from the config by train.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quant.grad.base import GradPolicy
+from quant.grad.minmax import MinMaxPolicy
+
+MIN_BITS, MAX_BITS = 2, 16
+
+
+def _check_bits(role: str, bits) -> int | None:
+    """None or 32 mean full precision (returned as None); otherwise an int in 2..16."""
+    if bits is None or (type(bits) is int and bits == 32):
+        return None
+    if type(bits) is not int or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"quant.bits.{role}={bits!r} is invalid: use an integer in {MIN_BITS}..{MAX_BITS}, "
+                         f"or 32/null for full precision")
+    return bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSpec:
+    """Bit-widths per role (W: weights, A: layer inputs, G: output gradients) and how to pick gradient intervals.
+
+    keep_first_last: the first nn.Conv2d and the last nn.Linear (in named_modules order) stay full precision
+    (METHODS 1.1). keep_fp: fnmatch patterns of module names that stay full precision, e.g. ("head.*",).
+    large_fraction: the fraction of largest |g| that counts as "large gradients" G_L in the E(G_L) statistic
+    (METHODS 1.5: 1e-3).
+    """
+
+    w_bits: int | None = None
+    a_bits: int | None = None
+    g_bits: int | None = None
+    grad: GradPolicy = field(default_factory=MinMaxPolicy)
+    keep_first_last: bool = True
+    keep_fp: tuple[str, ...] = ()
+    large_fraction: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for role in ("w", "a", "g"):
+            object.__setattr__(self, f"{role}_bits", _check_bits(role, getattr(self, f"{role}_bits")))
+        if not isinstance(self.grad, GradPolicy):
+            raise ValueError(f"quant.grad={self.grad!r} is invalid: use a policy from configs/quant/grad "
+                             f"(a quant.grad.*Policy)")
+        if not isinstance(self.keep_first_last, bool):
+            raise ValueError(f"quant.keep_first_last={self.keep_first_last!r} is invalid: use true or false")
+        if not isinstance(self.keep_fp, tuple) or not all(isinstance(p, str) for p in self.keep_fp):
+            raise ValueError(f"quant.keep_fp={self.keep_fp!r} is invalid: use a list of module-name patterns")
+        if isinstance(self.large_fraction, bool) or not isinstance(self.large_fraction, (int, float)) \
+                or not 0 < self.large_fraction < 1:
+            raise ValueError(f"quant.large_fraction={self.large_fraction!r} is invalid: use a number in (0, 1)")
+
+    @property
+    def is_full_precision(self) -> bool:
+        """True when no role is quantized (then nothing needs swapping)."""
+        return self.w_bits is None and self.a_bits is None and self.g_bits is None

@@ -1,0 +1,220 @@
+"""Time one training step of a CIFAR ResNet-20: FP32 vs W/A/G fixed point with each gradient-interval policy.
+
+Everything runs in one process, so the ratios compare like with like: for each configuration (fp32, minmax,
+fixed, mse, lbt) an eager step and a torch.compile'd step (the model is compiled, as train.py does; loss,
+backward and optimizer steps are outside) are timed. A step is forward + cross-entropy + backward + SGD step
+(+ Adam on the quantizer intervals) + zero_grad, on a fixed random batch. Compilation and warm-up steps are
+excluded; the measured steps are interleaved over rounds (configuration after configuration) so that load from
+other processes spreads over all of them, and the median is reported.
+
+Memory is what one step holds above its starting level: on CUDA the peak (torch.cuda.max_memory_allocated); on
+CPU, where no resettable peak counter exists in-process, the live heap (glibc mallinfo2) at the end of the forward,
+when all activations saved for backward are alive (see MemoryProbe).
+
+    python scripts/bench_step.py                          # CPU, 2 threads, prints a Markdown table
+    python scripts/bench_step.py --device cuda --out results/bench/cuda.md
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import pathlib
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from models.resnet_cifar import resnet20  # noqa: E402
+from quant import QuantSpec, quant_parameters, quantize_, warmup_grad_intervals  # noqa: E402
+from quant.grad.fixed import FixedPolicy  # noqa: E402
+from quant.grad.lbt import LBTPolicy  # noqa: E402
+from quant.grad.minmax import MinMaxPolicy  # noqa: E402
+from quant.grad.mse import MSEPolicy  # noqa: E402
+
+POLICIES = {"minmax": MinMaxPolicy(), "fixed": FixedPolicy(gamma=0.8), "mse": MSEPolicy(), "lbt": LBTPolicy()}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+
+class MemoryProbe:
+    """MiB a step holds above its start: CUDA peak (max_memory_allocated); on CPU, live heap at the end of forward.
+
+    CPU memory has no peak counter that can be reset in-process (malloc keeps freed pages resident), so on CPU
+    the probe reads glibc's live allocation count (mallinfo2: in-use heap + mmapped blocks) right after the
+    forward, when every activation saved for backward is alive; that is the step's peak up to transient buffers.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cpu":
+            self.libc = ctypes.CDLL("libc.so.6")
+            self.libc.mallinfo2.restype = _MallInfo2
+
+    def _live(self) -> int:
+        info = self.libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self._live()
+        self.mib = 0.0
+
+    def after_forward(self) -> None:
+        if self.device.type == "cpu":
+            self.mib = (self._live() - self.base) / 2**20
+
+    def stop(self) -> float:
+        if self.device.type == "cuda":
+            self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        return self.mib
+
+
+class Config:
+    """One model + optimizers, with an eager and a compiled step function sharing the same parameters."""
+
+    def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool) -> None:
+        self.name = name
+        torch.manual_seed(0)
+        self.model = resnet20(num_classes=10, in_channels=3)
+        if name != "fp32":
+            quantize_(self.model, QuantSpec(w_bits=bits, a_bits=bits, g_bits=bits, grad=POLICIES[name]))
+        self.model.to(device).train()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        intervals = quant_parameters(self.model)
+        ids = {id(p) for p in intervals}
+        weights = [p for p in self.model.parameters() if id(p) not in ids]
+        fused = device.type in ("cpu", "cuda")
+        self.optimizers = [torch.optim.SGD(weights, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
+                                           fused=fused)]
+        if intervals:
+            self.optimizers.append(torch.optim.Adam(intervals, lr=1e-5, fused=fused))
+        self.x, self.y = batch
+        # First-batch initialisation of the intervals and LBT's gamma warm-up, eagerly (as train.py does).
+        warmup_grad_intervals(self.model, lambda: F.cross_entropy(self.model(self.x), self.y))
+        self.compiled = torch.compile(self.model)
+
+    def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
+        model = self.compiled if compiled else self.model
+        loss = F.cross_entropy(model(self.x), self.y)
+        if probe is not None:
+            probe.after_forward()
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--bits", type=int, default=4, help="W = A = G bits")
+    parser.add_argument("--policies", default="minmax,fixed,mse,lbt")
+    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant after compilation")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
+    parser.add_argument("--no-channels-last", action="store_true", help="NCHW instead of train.py's channels_last")
+    parser.add_argument("--out", default=None, help="also write the Markdown report here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    channels_last = not args.no_channels_last
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)  # (B, 3, 32, 32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    modes = [m for m in args.modes.split(",") if m]
+    names = ["fp32"] + [p for p in args.policies.split(",") if p]
+    unknown = [n for n in names[1:] if n not in POLICIES] + [m for m in modes if m not in ("eager", "compile")]
+    if unknown:
+        raise SystemExit(f"unknown policy/mode {unknown}: use policies from {sorted(POLICIES)}, modes eager,compile")
+
+    started = time.perf_counter()
+    configs, compile_s = [], {}
+    for name in names:
+        config = Config(name, args.bits, device, (x, y), channels_last)
+        for mode in modes:
+            t0 = time.perf_counter()
+            for _ in range(args.warmup + (1 if mode == "compile" else 0)):  # the first compiled call compiles
+                config.step(mode == "compile")
+            sync(device)
+            compile_s[name, mode] = time.perf_counter() - t0
+        configs.append(config)
+        print(f"[{time.perf_counter() - started:6.0f}s] ready: {name}", file=sys.stderr, flush=True)
+
+    times = {(c.name, m): [] for c in configs for m in modes}
+    peaks = {key: 0.0 for key in times}
+    for _ in range(args.rounds):
+        for config in configs:
+            for mode in modes:
+                for _ in range(args.steps):
+                    sync(device)
+                    t0 = time.perf_counter()
+                    config.step(mode == "compile")
+                    sync(device)
+                    times[config.name, mode].append(time.perf_counter() - t0)
+    probe = MemoryProbe(device)  # measured apart from the timed steps, so reading it costs them nothing
+    for config in configs:
+        for mode in modes:
+            probe.start()
+            config.step(mode == "compile", probe)
+            peaks[config.name, mode] = probe.stop()
+
+    median_ms = {key: 1e3 * statistics.median(v) for key, v in times.items()}
+    label = f"W{args.bits}A{args.bits}G{args.bits}"
+    lines = [f"# Training-step time: CIFAR ResNet-20, batch {args.batch_size}, {device.type}", "",
+             f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}"
+             + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+             f"- median of {args.rounds * args.steps} steps per row ({args.rounds} interleaved rounds), "
+             f"after {args.warmup} warm-up steps; channels_last={channels_last}",
+             "- ratio: to FP32 in the same mode (eager to eager FP32, compiled to compiled FP32)",
+             "- memory: MiB a step holds above its starting level ("
+             + ("CUDA peak, max_memory_allocated" if device.type == "cuda"
+                else "CPU live heap at the end of the forward, glibc mallinfo2: the activations saved for backward")
+             + ")", "",
+             "| config | mode | ms/step | ratio to FP32 | memory (MiB) | first steps incl. compile (s) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for config in configs:
+        for mode in modes:
+            key = (config.name, mode)
+            shown = "FP32" if config.name == "fp32" else f"{label} {config.name}"
+            lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms['fp32', mode]:.2f}x "
+                         f"| {peaks[key]:.0f} | {compile_s[key]:.0f} |")
+    lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
