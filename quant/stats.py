@@ -17,7 +17,10 @@ def _grad_quantizers(model: nn.Module) -> list[tuple[str, GradQuantizer]]:
 
 
 def set_recording(model: nn.Module, enabled: bool) -> None:
-    """Record gradient statistics in the next backward passes (True) or not (False: no extra work at all)."""
+    """Record gradient statistics (True) or not (False: no extra work at all), from the next forward on.
+
+    The flag travels with the forward into its backward, so set it before the logging step's forward.
+    """
     for _, quantizer in _grad_quantizers(model):
         quantizer.recording = enabled
 
