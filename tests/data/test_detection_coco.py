@@ -9,8 +9,8 @@ from PIL import Image
 from data.detection_coco import COCODetection, build
 
 
-@pytest.fixture()
-def coco_root(tmp_path):
+def write_tiny_coco(tmp_path):
+    """train2017/val2017 with two 50x20 images each and the same instances json (3 categories, 1 crowd)."""
     for split in ("train2017", "val2017"):
         (tmp_path / split).mkdir()
         for image_id in (1, 2):
@@ -30,6 +30,11 @@ def coco_root(tmp_path):
     }
     for split in ("train2017", "val2017"):
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture()
+def coco_root(tmp_path):
+    write_tiny_coco(tmp_path)
     return tmp_path
 
 

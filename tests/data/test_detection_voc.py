@@ -17,9 +17,9 @@ _XML = """<annotation>
 """
 
 
-@pytest.fixture()
-def voc_root(tmp_path):
-    base = tmp_path / "VOCdevkit" / "VOC2007"
+def write_tiny_voc(root):
+    """Two 40x30 JPEGs with a dog (and a difficult car) in VOCdevkit/VOC2007; trainval = both, test = one."""
+    base = root / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (base / sub).mkdir(parents=True)
     for name in ("000001", "000002"):
@@ -29,6 +29,11 @@ def voc_root(tmp_path):
         (base / "Annotations" / f"{name}.xml").write_text(_XML.format(name=name))
     (base / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n000002\n")
     (base / "ImageSets" / "Main" / "test.txt").write_text("000002\n")
+
+
+@pytest.fixture()
+def voc_root(tmp_path):
+    write_tiny_voc(tmp_path)
     return tmp_path
 
 
