@@ -28,7 +28,7 @@ class EpochLoader(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class DataBundle:
-    """Everything the trainer needs from a classification dataset.
+    """Everything the trainer needs from a dataset (classification, detection or super-resolution).
 
     train: yields (x, y) with x float32 (B, C, H, W) normalised and y int64 (B,); `len(train)` is
         batches per epoch; `train.set_epoch(e)` fixes shuffle + augmentation for epoch e.
@@ -49,7 +49,11 @@ class DataBundle:
             raise TypeError(
                 f"DataBundle.train is a {type(self.train).__name__}; it needs set_epoch(), __len__ and __iter__"
             )
-        for key in ("num_classes", "in_channels"):
-            value = self.model_kwargs.get(key)
+        # Each task's bundle carries its own sizes (classification/detection: num_classes; super-resolution: scale);
+        # whichever of them it carries must be a positive int, and it must carry at least in_channels or num_classes.
+        if not {"num_classes", "in_channels"} & self.model_kwargs.keys():
+            raise ValueError(f"DataBundle.model_kwargs={self.model_kwargs!r} names no num_classes or in_channels")
+        for key in ("num_classes", "in_channels", "scale"):
+            value = self.model_kwargs.get(key, 1)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"DataBundle.model_kwargs[{key!r}]={value!r}; expected a positive int")

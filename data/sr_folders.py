@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.sr_bundle import SRDataBundle
+from data.bundle import DataBundle
 from data.sr_images import ImageSource, SRPairs
 from data.sr_patches import SRPatchDataset, SRTrainLoader, make_test_loader
 
@@ -88,7 +88,7 @@ def build(
     preload: bool = True,
     seed: int = 0,
     num_workers: int = 0,
-) -> SRDataBundle:
+) -> DataBundle:
     """DIV2K-train patches; test on DIV2K valid (`test_set="DIV2K_valid"`) or a benchmark set under `benchmark_root`.
 
     Defaults are EDSR's: 48x48 LR patches, batch 16, 16000 patches (1000 steps) per epoch.
@@ -106,7 +106,7 @@ def build(
         SRPairs(train, scale=scale, preload=preload),
         lr_patch_size=lr_patch_size, patches_per_epoch=patches_per_epoch, augment=augment, seed=seed,
     )
-    return SRDataBundle(
+    return DataBundle(
         name=f"div2k_x{scale}_{test_set}",
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
         test=make_test_loader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import skimage.data
 
-from data.sr_bundle import SRDataBundle
+from data.bundle import DataBundle
 from data.sr_images import SRPairs, to_rgb_uint8
 from data.sr_patches import SRPatchDataset, SRTrainLoader, make_test_loader
 
@@ -46,7 +46,7 @@ def build(
     augment: bool = True,
     seed: int = 0,
     num_workers: int = 0,
-) -> SRDataBundle:
+) -> DataBundle:
     """Bundle of random training patches and whole test images, both float32 in [0, 1].
 
     train: (lr (B, 3, p, p), hr (B, 3, s*p, s*p)), p = lr_patch_size; test: one (1, 3, h, w) image at a time.
@@ -64,7 +64,7 @@ def build(
     patches = SRPatchDataset(
         train_pairs, lr_patch_size=lr_patch_size, patches_per_epoch=patches_per_epoch, augment=augment, seed=seed
     )
-    return SRDataBundle(
+    return DataBundle(
         name=f"skimage_sr_x{scale}",
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
         test=make_test_loader(test_pairs),
