@@ -31,7 +31,8 @@ PAPER_METHODS = {"minmax": "minmax (gamma=1.0)", "fixed gamma=0.8": "fixed gamma
                  "fixed gamma=0.6": "fixed gamma=0.6", "lbt": "LBT"}
 #: our model names -> the paper's (timm spells MobileNetV2 with its width multiplier)
 PAPER_MODELS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
-                "mobilenetv2": "mobilenetv2", "mobilenetv2_100": "mobilenetv2"}
+                "mobilenetv2": "mobilenetv2", "mobilenetv2_100": "mobilenetv2",
+                "mobilenet_v2": "mobilenetv2"}
 #: row order inside a model: full precision, then baselines, the proposed method last (as in the paper)
 QUANTIZER_RANK = {FULL_PRECISION: 0, "minmax": 1, "fixed": 2, "mse": 3, "lbt": 9}
 
