@@ -7,6 +7,8 @@ computed from the quantized error signal, as in the paper (and the official code
     g_max = max|g|,  c = gamma * g_max,  D = 2c / (2^b - 2)
     g_hat = clamp(floor((g + c) / D + u), 0, 2^b - 2) * D - c,  u ~ U[0, 1)   (stochastic, saturating)
 
+(u: torch.rand in eager mode, a vectorised integer hash under torch.compile; see quant.primitives.uniform_like.)
+
 gamma comes from the policy (quant.grad.*) and the layer's `gamma` buffer. A gradient whose g_max is 0 or not
 finite passes through unchanged and increments the on-device `skipped` counter (no NaN, no host sync).
 All per-step work is on device inside the backward, including the policy's buffer update, so the function traces
@@ -61,7 +63,8 @@ class _QuantizeGradient(torch.autograd.Function):
         policy: GradPolicy = ctx.policy
         bits, gamma = ctx.bits, ctx.gamma
         g = g_out.float()  # float32 grid arithmetic under bf16 autocast; no-op otherwise
-        g_max = torch.linalg.vector_norm(g, float("inf"))  # max|g| in one pass
+        low, high = torch.aminmax(g)  # one pass, no |g| temporary; NaN propagates into g_max
+        g_max = torch.maximum(-low, high)
         valid = torch.isfinite(g_max) & (g_max > 0)
 
         gamma_used = policy.choose_gamma(g, g_max, gamma, bits)

@@ -28,7 +28,7 @@ def warmup_grad_intervals(model: nn.Module, loss_closure: Callable[[], torch.Ten
     needs_init = any(isinstance(m, (WeightQuantizer, ActQuantizer)) and m._needs_init for m in modules)
     if not pending and not needs_init:
         return
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     try:
         for m in pending:
             m.warming_up = True

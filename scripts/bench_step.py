@@ -30,6 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import torch._inductor.config  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from models.resnet_cifar import resnet20  # noqa: E402
@@ -137,11 +138,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     parser.add_argument("--no-channels-last", action="store_true", help="NCHW instead of train.py's channels_last")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="disable Inductor's on-disk caches, so the compile column shows a cold compile")
     parser.add_argument("--out", default=None, help="also write the Markdown report here")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    if args.no_compile_cache:
+        torch._inductor.config.force_disable_caches = True
     torch.manual_seed(0)
     channels_last = not args.no_channels_last
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)  # (B, 3, 32, 32)
@@ -193,7 +198,8 @@ def main() -> None:
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}"
              + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
              f"- median of {args.rounds * args.steps} steps per row ({args.rounds} interleaved rounds), "
-             f"after {args.warmup} warm-up steps; channels_last={channels_last}",
+             f"after {args.warmup} warm-up steps; channels_last={channels_last}; "
+             f"Inductor caches {'off (cold compiles)' if args.no_compile_cache else 'on'}",
              "- ratio: to FP32 in the same mode (eager to eager FP32, compiled to compiled FP32)",
              "- memory: MiB a step holds above its starting level ("
              + ("CUDA peak, max_memory_allocated" if device.type == "cuda"
