@@ -68,9 +68,9 @@ class MemoryProbe:
 
     def start(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
         else:
             self.base = self._live()
         self.mib = 0.0
@@ -81,7 +81,7 @@ class MemoryProbe:
 
     def stop(self) -> float:
         if self.device.type == "cuda":
-            self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         return self.mib
 
 
