@@ -1,0 +1,40 @@
+"""A tiny Hydra multirun sweep end to end: jobs run, a failing job is recorded and the rest go on, the table fills."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.table import build_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_multirun_sweep_builds_its_table_and_records_the_failed_job(tmp_path):
+    # 2 quantizers x 3 bit settings; bits=0 is invalid, so those two jobs fail inside the sweep.
+    args = ["-m", "data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
+            "progress=false", "log_every=1", "name=tiny_sweep", f"results_dir={tmp_path}",
+            "quant/grad=minmax,lbt", "bits=4,8,0"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = tmp_path / "tiny_sweep"
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert len(summaries) == 6
+    failed = {k for k, s in summaries.items() if s["status"] == "failed"}
+    assert len(failed) == 2 and all(k.startswith("bits=0,") for k in failed)  # run folders named by overrides
+    assert all("bits" in summaries[k]["error"] for k in failed)
+    finished = {(s["quantizer"], s["bits"]): s for s in summaries.values() if s["status"] == "finished"}
+
+    table = build_table(tmp_path, name="tiny_sweep", reference=None)
+    (section,) = table.sections
+    assert {q for _, q in section.rows} == {"minmax", "lbt"}
+    assert section.columns == ("4/4/4", "8/8/8")
+    for model, quantizer in section.rows:
+        for bits in section.columns:
+            run = finished[(quantizer, bits)]
+            assert section.cells[(model, quantizer, bits)].values == (run["final"]["test/top1"],)
+    assert len(table.excluded) == 2
+    # The sweep-summary callback wrote the same table into the sweep folder.
+    assert "minmax" in (sweep / "table.md").read_text() and (sweep / "table.csv").exists()
