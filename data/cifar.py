@@ -19,7 +19,7 @@ import torch
 
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
-from data.loaders import InMemoryLoader, first_n
+from data.loaders import in_memory_bundle
 
 # Per-channel mean/std of the 50k training images in [0, 1].
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -107,13 +107,8 @@ def build(
             raise ValueError(
                 f"{layout.name} {split} labels span {int(y.min())}..{int(y.max())}; expected 0..{num_classes - 1}"
             )
-    n = first_n(train_x.shape[0], train_subset)
-    common = dict(mean=layout.mean, std=layout.std, seed=seed, device=device)
-    train = InMemoryLoader(
-        train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True,
-        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None, **common,
-    )
-    test = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
-    return DataBundle(
-        name=layout.name, train=train, test=test, model_kwargs={"num_classes": num_classes, "in_channels": 3}
+    return in_memory_bundle(
+        layout.name, (train_x, train_y), (test_x, test_y), mean=layout.mean, std=layout.std, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=num_classes,
+        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None,
     )

@@ -15,7 +15,7 @@ import torch
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
 from data.idx import read_idx
-from data.loaders import InMemoryLoader, first_n
+from data.loaders import in_memory_bundle
 
 NAME = "fashion_mnist"
 NUM_CLASSES = 10
@@ -88,11 +88,8 @@ def build(
     """Fashion-MNIST bundle. `num_workers` is accepted for a uniform config but unused: batches are built
     in-process by one tensor gather, which beats worker processes for a dataset this small."""
     train_x, train_y, test_x, test_y = load_fashion_mnist(locate_fashion_mnist(root))
-    n = first_n(train_x.shape[0], train_subset)
-    common = dict(mean=MEAN, std=STD, seed=seed, device=device)
-    train = InMemoryLoader(
-        train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True,
-        augment=AugmentSpec(crop_padding=2, flip=True) if augment else None, **common,
+    return in_memory_bundle(
+        NAME, (train_x, train_y), (test_x, test_y), mean=MEAN, std=STD, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=NUM_CLASSES,
+        augment=AugmentSpec(crop_padding=2, flip=True) if augment else None,
     )
-    test = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
-    return DataBundle(name=NAME, train=train, test=test, model_kwargs={"num_classes": NUM_CLASSES, "in_channels": 1})

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 
 from data.augment import AugmentSpec, crop_flip, normalize, sample_crop_flip
+from data.bundle import DataBundle
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -93,3 +94,23 @@ class InMemoryLoader:
                 pos = slice(start, start + idx.shape[0])
                 x = crop_flip(x, offsets[pos], flips[pos], pad=self.augment.crop_padding)
             yield normalize(x, self.mean, self.std), self.labels[idx]
+
+
+def in_memory_bundle(
+    name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+    mean, std, batch_size: int, eval_batch_size: int, seed: int, train_subset: int | None,
+    augment: AugmentSpec | None, device: str, num_classes: int,
+) -> DataBundle:
+    """The bundle every in-memory classification set builds: shuffled, augmented train; fixed-order test.
+
+    `train` / `test` are (uint8 images (N, C, H, W), int64 labels (N,)); `train_subset` keeps the first N.
+    """
+    (train_x, train_y), (test_x, test_y) = train, test
+    n = first_n(train_x.shape[0], train_subset)
+    common = dict(mean=mean, std=std, seed=seed, device=device)
+    train_loader = InMemoryLoader(train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True, augment=augment,
+                                  **common)
+    test_loader = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
+    return DataBundle(name=name, train=train_loader, test=test_loader,
+                      model_kwargs={"num_classes": num_classes, "in_channels": int(train_x.shape[1])})
+

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
-from data.loaders import InMemoryLoader, first_n
+from data.loaders import in_memory_bundle
 
 
 def make_synthetic(
@@ -67,17 +67,12 @@ def build(
                  generator=generator, templates=templates)
     train_x, train_y = make_synthetic(num_samples=num_train, **shape)
     test_x, test_y = make_synthetic(num_samples=num_test, **shape)
-    n = first_n(num_train, train_subset)
     # Normalise with the statistics of the generated training set, as for the real datasets.
     scaled = train_x.float().div(255)
     mean = scaled.mean(dim=(0, 2, 3)).tolist()
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-    common = dict(mean=mean, std=std, seed=seed, device=device)
-    train = InMemoryLoader(
-        train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True,
-        augment=AugmentSpec(crop_padding=max(1, image_size // 16), flip=True) if augment else None, **common,
-    )
-    test = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
-    return DataBundle(
-        name="synthetic", train=train, test=test, model_kwargs={"num_classes": num_classes, "in_channels": in_channels}
+    return in_memory_bundle(
+        "synthetic", (train_x, train_y), (test_x, test_y), mean=mean, std=std, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=num_classes,
+        augment=AugmentSpec(crop_padding=max(1, image_size // 16), flip=True) if augment else None,
     )
