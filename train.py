@@ -114,6 +114,8 @@ def train(cfg: DictConfig) -> dict:
     # -- objects ------------------------------------------------------------------------------------------------
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if run.device == "auto" else run.device)
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
