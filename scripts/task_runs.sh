@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SR="task=super_resolution name=sr_short optim.epochs=2 progress=false log_every=8"
-DET="task=detection name=det_short data.num_train=960 data.num_test=160 optim.epochs=1 progress=false log_every=10"
+SR="task=super_resolution name=sr_short optim.epochs=1 progress=false log_every=4"
+DET="task=detection name=det_short data.num_train=640 data.num_test=160 optim.epochs=1 progress=false log_every=5"
 $PY train.py -m $SR bits=8,4 quant/grad=minmax,lbt
 $PY train.py -m $SR quant=fp32
 $PY train.py -m $DET bits=8,4 quant/grad=minmax,lbt
