@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SR="task=super_resolution name=sr_short optim.epochs=1 progress=false log_every=4"
+SR="task=super_resolution name=sr_short optim.epochs=10 progress=false log_every=8"
 DET="task=detection name=det_short data.num_train=640 data.num_test=160 optim.epochs=1 progress=false log_every=5"
 $PY train.py -m $SR bits=8,4 quant/grad=minmax,lbt
 $PY train.py -m $SR quant=fp32
