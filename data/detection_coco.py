@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
-from data.detection_loader import DetectionLoader
+from data.detection_loader import detection_bundle
 from data.detection_transforms import drop_degenerate, make_target, resize_square
 
 NAME = "coco"
@@ -98,11 +98,6 @@ def build(
                               skip_empty=True)
     test_set = COCODetection(root / test_images, root / test_annotations, image_size=image_size,
                              skip_empty=False, category_ids=train_set.category_ids)
-    return DataBundle(
-        name=NAME,
-        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, seed=seed,
-                              num_workers=num_workers),
-        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, seed=seed,
-                             num_workers=num_workers),
-        model_kwargs={"num_classes": len(train_set.category_ids) + 1, "in_channels": 3, "image_size": image_size},
-    )
+    return detection_bundle(NAME, train_set, test_set, num_classes=len(train_set.category_ids) + 1, image_size=image_size,
+                            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                            flip=flip, seed=seed)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data.bundle import DataBundle
 from data.detection_transforms import collate_detection, hflip
 
 
@@ -94,3 +95,20 @@ class DetectionLoader:
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
         return iter(self._loader)
+
+
+def detection_bundle(name: str, train_set: Dataset, test_set: Dataset, *, num_classes: int, image_size: int,
+                     batch_size: int, eval_batch_size: int, num_workers: int, flip: bool, seed: int) -> DataBundle:
+    """The bundle every detection set builds: shuffled, flipped train loader; fixed-order test loader.
+
+    `num_classes` counts the background class (torchvision's convention); the square `image_size` tells the
+    detector its input size.
+    """
+    common = dict(seed=seed, num_workers=num_workers)
+    return DataBundle(
+        name=name,
+        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, **common),
+        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, **common),
+        model_kwargs={"num_classes": num_classes, "in_channels": 3, "image_size": image_size},
+    )
+

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
-from data.detection_loader import DetectionLoader
+from data.detection_loader import detection_bundle
 from data.detection_transforms import make_target
 from data.fashion_mnist import load_fashion_mnist, locate_fashion_mnist
 
@@ -147,11 +147,6 @@ def build(
                                  canvas=canvas, seed=seed, split="train")
     test_set = FashionDetection(test_x[:, 0].numpy(), test_y.numpy(), num_images=num_test,
                                 canvas=canvas, seed=seed, split="test")
-    return DataBundle(
-        name=NAME,
-        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, seed=seed,
-                              num_workers=num_workers),
-        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, seed=seed,
-                             num_workers=num_workers),
-        model_kwargs={"num_classes": NUM_CLASSES + 1, "in_channels": 3, "image_size": image_size},
-    )
+    return detection_bundle(NAME, train_set, test_set, num_classes=NUM_CLASSES + 1, image_size=image_size,
+                            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                            flip=flip, seed=seed)

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
-from data.detection_loader import DetectionLoader
+from data.detection_loader import detection_bundle
 from data.detection_transforms import drop_degenerate, make_target, resize_square
 
 NAME = "voc"
@@ -93,11 +93,7 @@ def build(
     common = dict(year=str(year), image_size=image_size, keep_difficult=keep_difficult)
     train_set = VOCDetection(root, split=train_split, **common)
     test_set = VOCDetection(root, split=test_split, **common)
-    return DataBundle(
-        name=f"{NAME}{year}",
-        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, seed=seed,
-                              num_workers=num_workers),
-        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, seed=seed,
-                             num_workers=num_workers),
-        model_kwargs={"num_classes": len(VOC_CLASSES) + 1, "in_channels": 3, "image_size": image_size},
-    )
+    return detection_bundle(f"{NAME}{year}", train_set, test_set, num_classes=len(VOC_CLASSES) + 1,
+                            image_size=image_size,
+                            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                            flip=flip, seed=seed)
