@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
@@ -30,9 +28,15 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text), "w")
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data), "wb")
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def torch_save(path: Path, obj: Any) -> None:
+    import torch  # here, not at the top: the results tools write tables and PNGs without loading torch
+
     _atomic(path, lambda f: torch.save(obj, f), "wb")
