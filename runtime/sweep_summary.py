@@ -17,14 +17,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from scripts.table import CSV_COLUMNS, ResultTable, build_table, render_markdown, table_rows, write_table
+from runtime.results_table import CSV_COLUMNS, ResultTable, build_table, render_markdown, table_rows, write_table
 
 log = logging.getLogger(__name__)
 
 
 def count_statuses(table: ResultTable) -> dict[str, int]:
     """{status: number of runs} behind a table: counted runs are "finished", the excluded keep their status."""
-    counts = {"finished": sum(c.n for s in table.sections for c in s.cells.values()), "failed": 0}
+    counts = {"finished": sum(c.final.n for s in table.sections for c in s.cells.values()), "failed": 0}
     for r in table.excluded:
         counts[r.status] = counts.get(r.status, 0) + 1
     return counts

@@ -19,17 +19,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python scripts/plot.py`: make `scripts.*` importable from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts.results_io import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
-                                load_runs, metric_label, read_metrics, write_atomic)
-from scripts.table import ResultTable, row_sort_key, build_table  # noqa: E402
+from runtime import atomic  # noqa: E402
+from runtime.results import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
+                             load_runs, metric_label, read_metrics)
+from runtime.results_table import ResultTable, build_table, row_sort_key  # noqa: E402
 
 #: (metrics.jsonl key prefix, y-axis label, file suffix) of the per-layer figures
 LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),
@@ -42,7 +40,8 @@ def save_figure(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return write_atomic(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
+    return path
 
 
 def mean_curve(histories: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
@@ -131,11 +130,12 @@ def plot_metric_vs_bits(table: ResultTable, out_dir: Path) -> list[Path]:
         for ax, model in zip(axes[0], models):
             for _, q in [row for row in s.rows if row[0] == model and row[1] != FULL_PRECISION]:
                 xs = [i for i, b in enumerate(bit_cols) if (model, q, b) in s.cells]
-                cells = [s.cells[(model, q, bit_cols[i])] for i in xs]
+                cells = [s.cells[(model, q, bit_cols[i])].final for i in xs]
                 ax.errorbar(xs, [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], label=q,
                             marker="o", capsize=3, linewidth=1.2)
-            fp = s.cells.get((model, FULL_PRECISION, FULL_PRECISION))
-            if fp is not None:
+            fp_cell = s.cells.get((model, FULL_PRECISION, FULL_PRECISION))
+            if fp_cell is not None:
+                fp = fp_cell.final
                 ax.axhline(fp.mean, color="black", linestyle="--", linewidth=1, label=f"fp32 ({fp.mean:.2f})")
             ax.set_xticks(range(len(bit_cols)), bit_cols)
             ax.set(xlabel="W/A/G bits", ylabel=metric_label(s.metric), title=model)

@@ -16,13 +16,21 @@ def final_top1(quantizer: str, bits: str, seed: int) -> float:
     return 80.0 + 3.0 * QUANTIZERS.index(quantizer) + 2.0 * BITS.index(bits) + 0.5 * seed + 0.1 * seed ** 2
 
 
-def _write_run(root, run_id, *, quantizer, bits, seed, model, status="finished", error=None, top1=None):
-    run_dir = root / NAME / run_id
+def best_top1(final: float, seed: int) -> float:
+    """The best epoch beats the last one by a seed-dependent margin, so final and best never coincide."""
+    return final + 1.0 + 0.25 * seed
+
+
+def write_run(root, run_id, *, quantizer, bits, seed, model, data="fashion_mnist", name=NAME, status="finished",
+              error=None, top1=None):
+    """One run folder as train.py leaves it; returns its path."""
+    run_dir = root / name / run_id
     run_dir.mkdir(parents=True)
     final = {} if top1 is None else {"test/top1": top1, "test/top5": 99.0, "test/loss": 0.3}
-    summary = {"status": status, "error": error, "name": NAME, "run_id": run_id, "task": "classification",
-               "metric": "test/top1", "model": model, "data": "fashion_mnist", "quantizer": quantizer,
-               "bits": bits, "seed": seed, "final": final, "best": final, "epochs": 1, "steps": 40,
+    best = {} if top1 is None else {**final, "test/top1": best_top1(top1, seed)}
+    summary = {"status": status, "error": error, "name": name, "run_id": run_id, "task": "classification",
+               "metric": "test/top1", "model": model, "data": data, "quantizer": quantizer,
+               "bits": bits, "seed": seed, "final": final, "best": best, "epochs": 1, "steps": 40,
                "wall_time_s": 1.0, "versions": {}, "config": {"seed": seed}}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     lines = []
@@ -41,9 +49,10 @@ def _write_run(root, run_id, *, quantizer, bits, seed, model, status="finished",
         lines.append({"step": STEPS[-1], "epoch": 0, **final})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run_dir / "config.yaml").write_text(f"seed: {seed}\n")
+    return run_dir
 
 
-def make_runs(root, model="resnet20"):
+def make_runs(root, model="resnet20", data="fashion_mnist"):
     """2 quantizers x 2 bit settings x 2 seeds, 2 fp32 seeds, and one failed run; returns the expected
     final top-1 per (quantizer, bits) cell."""
     expected = {}
@@ -52,15 +61,15 @@ def make_runs(root, model="resnet20"):
             for s in SEEDS:
                 v = final_top1(q, b, s)
                 expected.setdefault((q, b), []).append(v)
-                _write_run(root, f"bits={b[0]},quant/grad={q},seed={s}", quantizer=q, bits=b, seed=s,
-                           model=model, top1=v)
+                write_run(root, f"bits={b[0]},quant.grad={q},seed={s}", quantizer=q, bits=b, seed=s,
+                          model=model, data=data, top1=v)
     for s in SEEDS:
         v = 90.0 + s
         expected.setdefault(("fp32", "fp32"), []).append(v)
-        _write_run(root, f"quant=fp32,seed={s}", quantizer="fp32", bits="fp32", seed=s, model=model,
-                   top1=v)
-    _write_run(root, "bits=4,quant/grad=lbt,seed=2", quantizer="lbt", bits="4/4/4", seed=2, model=model,
-               status="failed", error="RuntimeError: loss is nan at step 12")
+        write_run(root, f"quant=fp32,seed={s}", quantizer="fp32", bits="fp32", seed=s, model=model, data=data,
+                  top1=v)
+    write_run(root, "bits=4,quant.grad=lbt,seed=2", quantizer="lbt", bits="4/4/4", seed=2, model=model, data=data,
+              status="failed", error="RuntimeError: loss is nan at step 12")
     return expected
 
 
@@ -68,6 +77,18 @@ def make_runs(root, model="resnet20"):
 def make_fake_runs():
     """`make_runs` itself (a fixture, because `import conftest` is ambiguous across test folders)."""
     return make_runs
+
+
+@pytest.fixture
+def best_values():
+    """The best-epoch values of a cell, from its expected final values (one per seed, in SEEDS order)."""
+    return lambda finals: [best_top1(v, seed) for v, seed in zip(finals, SEEDS)]
+
+
+@pytest.fixture
+def write_fake_run():
+    """`write_run` itself, for tests that need a run `make_runs` does not write."""
+    return write_run
 
 
 @pytest.fixture

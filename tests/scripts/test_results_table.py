@@ -1,4 +1,5 @@
-"""scripts/table.py: one row per (model, quantizer), one column per bit setting, mean ± sample std over seeds."""
+"""runtime.results_table and its CLI scripts/table.py: one row per (model, quantizer), one column per bit setting,
+mean ± sample std over seeds of the final and of the best metric."""
 import csv
 import io
 import json
@@ -6,8 +7,9 @@ import statistics
 
 import pytest
 
-from scripts.results_io import bits_sort_key, quantizer_label
-from scripts.table import REFERENCE_CSV, build_table, format_cell, main, render_markdown
+from runtime.results import bits_sort_key, quantizer_label, read_summary
+from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown
+from scripts.table import main
 
 
 def test_rows_are_model_quantizer_and_columns_are_bits_in_numeric_order(results_root):
@@ -24,11 +26,11 @@ def test_cells_are_mean_and_sample_std_over_seeds(results_root):
     (section,) = build_table(root).sections
     assert len(section.cells) == len(expected)
     for (quantizer, bits), values in expected.items():
-        cell = section.cells[("resnet20", quantizer, bits)]
-        assert cell.n == len(values)
-        assert cell.mean == pytest.approx(statistics.fmean(values))
-        assert cell.std == pytest.approx(statistics.stdev(values))
-        assert format_cell(cell) == f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (2)"
+        final = section.cells[("resnet20", quantizer, bits)].final
+        assert final.n == len(values)
+        assert final.mean == pytest.approx(statistics.fmean(values))
+        assert final.std == pytest.approx(statistics.stdev(values))
+        assert format_cell(final) == f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (2)"
 
 
 def test_failed_run_is_listed_with_its_error_and_not_counted(results_root):
@@ -36,7 +38,7 @@ def test_failed_run_is_listed_with_its_error_and_not_counted(results_root):
     table = build_table(root)
     (failed,) = table.excluded
     assert failed.status == "failed" and failed.seed == 2
-    assert table.sections[0].cells[("resnet20", "lbt", "4/4/4")].n == len(expected[("lbt", "4/4/4")])
+    assert table.sections[0].cells[("resnet20", "lbt", "4/4/4")].final.n == len(expected[("lbt", "4/4/4")])
     md = render_markdown(table)
     assert "Not counted (1)" in md and "RuntimeError: loss is nan at step 12" in md
 
@@ -48,10 +50,10 @@ def test_unreadable_summary_is_excluded_not_fatal(results_root):
     (broken / "summary.json").write_text('{"status": "fini')
     table = build_table(root)
     assert [r.status for r in table.excluded].count("unreadable") == 1
-    assert sum(c.n for c in table.sections[0].cells.values()) == 10
+    assert sum(c.final.n for c in table.sections[0].cells.values()) == 10
 
 
-def test_cli_writes_markdown_and_csv(results_root, tmp_path, capsys):
+def test_cli_writes_markdown_and_csv(results_root, best_values, tmp_path, capsys):
     root, expected = results_root
     out = tmp_path / "report" / "table"
     assert main(["--root", str(root), "--name", "fmnist_table", "--out", str(out)]) == 0
@@ -61,7 +63,8 @@ def test_cli_writes_markdown_and_csv(results_root, tmp_path, capsys):
     assert len(rows) == len(expected)
     for row in rows:
         values = expected[(row["quantizer"], row["bits"])]
-        assert float(row["mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["final_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["best_mean"]) == pytest.approx(statistics.fmean(best_values(values)))
         assert int(row["n"]) == len(values)
     assert not list((tmp_path / "report").glob("*.tmp")), "atomic write left a temp file"
     assert "wrote" in capsys.readouterr().out
@@ -103,10 +106,26 @@ def test_paper_numbers_appear_only_for_models_the_paper_reports(tmp_path, make_f
     assert section.paper[("resnet18", "minmax", "4/4/4")] == _paper_csv_value(
         "resnet18", "minmax (gamma=1.0)", "w4a4g4")
     assert section.paper[("resnet18", "fp32", "fp32")] == _paper_csv_value("resnet18", "LBT", "fp_top1")
-    assert "Paper (Kim et al." in render_markdown(build_table(tmp_path / "a"))
+    assert "**paper** (Kim et al." in render_markdown(build_table(tmp_path / "a"))
     make_fake_runs(tmp_path / "b", model="resnet20")
     assert build_table(tmp_path / "b").sections[0].paper == {}
-    assert "Paper (Kim et al." not in render_markdown(build_table(tmp_path / "b"))
+    assert "(Kim et al." not in render_markdown(build_table(tmp_path / "b"))
+
+
+def test_final_and_best_are_both_shown_and_labelled(results_root, best_values):
+    root, expected = results_root
+    table = build_table(root)
+    (section,) = table.sections
+    for (quantizer, bits), values in expected.items():
+        cell = section.cells[("resnet20", quantizer, bits)]
+        assert cell.final.values == tuple(values)
+        assert cell.best.values == tuple(best_values(values))
+    md = render_markdown(table)
+    final_at, best_at = md.index("**final**: top1 after the last epoch"), md.index("**best**: top1 of the best epoch")
+    lbt8 = section.cells[("resnet20", "lbt", "8/8/8")]
+    # each table holds its own numbers: the final mean only under "final", the best mean only under "best"
+    assert final_at < md.index(format_cell(lbt8.final)) < best_at < md.index(format_cell(lbt8.best))
+    assert format_cell(lbt8.best) not in md[:best_at]
 
 
 def test_same_seed_twice_in_a_cell_is_flagged(results_root):
@@ -118,3 +137,12 @@ def test_same_seed_twice_in_a_cell_is_flagged(results_root):
     (dst / "summary.json").write_text(json.dumps({**summary, "run_id": dst.name}))
     (section,) = build_table(root).sections
     assert len(section.warnings) == 1 and "lr=0.05" in section.warnings[0]
+
+
+def test_read_summary_treats_missing_and_torn_files_as_absent(tmp_path):
+    assert read_summary(tmp_path) is None  # no summary.json
+    for text in ('{"status": "fini', "", "[1, 2]", "status: finished\n"):  # torn, empty, not an object, YAML
+        (tmp_path / "summary.json").write_text(text)
+        assert read_summary(tmp_path) is None, text
+    (tmp_path / "summary.json").write_text('{"status": "finished", "final": {"test/top1": 91.5}}')
+    assert read_summary(tmp_path) == {"status": "finished", "final": {"test/top1": 91.5}}

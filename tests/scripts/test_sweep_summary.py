@@ -4,7 +4,7 @@ import json
 from omegaconf import OmegaConf
 
 from runtime.sweep_summary import SweepSummary
-from scripts.table import build_table, render_markdown
+from runtime.results_table import build_table, render_markdown
 
 
 def _config(sweep_dir, mode="disabled"):

@@ -1,9 +1,11 @@
-"""Reading run folders and writing result files: the one place that knows the run-folder contract.
+"""Reading run folders: the one place that knows the run-folder contract.
 
 The trainer (train.py) writes every run to `results/<name>/<run_id>/` with `config.yaml`, `metrics.jsonl`
-(one JSON object per logging step / evaluation) and `summary.json` (status, error, what was run, final and
-best metrics). `scripts/table.py`, `scripts/plot.py` and `runtime/sweep_summary.py` all read runs through
-this module, so a change to the contract is made here once.
+(one JSON object per logging step / evaluation) and `summary.json` (status, error, the labels of what was run
+from `runtime.run_info.run_labels`, final and best metrics). The trainer's resume check, the table builder
+(`runtime.results_table`), the sweep callback (`runtime.sweep_summary`) and the command-line tools
+(`scripts/table.py`, `scripts/plot.py`) all read runs through this module, so a change to the contract is made
+here once.
 """
 from __future__ import annotations
 
@@ -16,19 +18,40 @@ from typing import Any
 
 #: the label the trainer writes for full precision, both as `quantizer` and as `bits`
 FULL_PRECISION = "fp32"
+SUMMARY = "summary.json"
 
 
 class ResultsError(ValueError):
     """A user-facing problem with the results folder or an argument; the message is one line."""
 
 
+def _parse_summary(path: Path) -> dict:
+    """The summary as a dict; raises OSError / ValueError (with the reason) when it cannot be read."""
+    summary = json.loads(path.read_text())  # JSONDecodeError is a ValueError
+    if not isinstance(summary, dict):
+        raise ValueError(f"top level is {type(summary).__name__}, not an object")
+    return summary
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict | None:
+    """The run's summary.json, or None when it is missing or unreadable (torn by a kill, not JSON, not an object).
+
+    Never raises for a bad file: a run whose summary cannot be read is treated as not there, so the trainer
+    runs it again and reports list it as unreadable instead of stopping with a traceback.
+    """
+    try:
+        return _parse_summary(Path(run_dir) / SUMMARY)
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunRecord:
     """One run as read from its `summary.json`.
 
-    `quantizer` is the display label: the trainer's quantizer name, except that a fixed-ratio run carries its
-    clipping ratio ("fixed gamma=0.8"), because the paper reports gamma=0.8 and 0.6 as different methods
-    (Kim et al. ECCV 2024, Table 1). `status` is "unreadable" when summary.json could not be parsed.
+    `quantizer` is the display label (see `quantizer_label`). `status` is "unreadable" when summary.json could
+    not be parsed. `final` holds the metrics after the last epoch, `best` those of the epoch with the best
+    primary metric (what the official LBT code reports).
     """
 
     path: Path
@@ -46,16 +69,15 @@ class RunRecord:
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def value(self) -> float | None:
-        """The final primary metric, or None when the run has none (failed, or finished before any eval)."""
-        v = self.final.get(self.metric)
+    def value(self, which: str = "final") -> float | None:
+        """The `which` ("final" or "best") primary metric, or None when the run has none (failed, no eval)."""
+        v = (self.final if which == "final" else self.best).get(self.metric)
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
     @property
     def counts(self) -> bool:
         """Whether this run contributes to tables and accuracy plots."""
-        return self.status == "finished" and self.value is not None
+        return self.status == "finished" and self.value("final") is not None
 
     @property
     def why_excluded(self) -> str:
@@ -90,38 +112,25 @@ def bits_slug(bits: str) -> str:
     return bits.replace("/", "-")
 
 
-def _find_key(node: Any, key: str) -> Any:
-    """First value stored under `key` anywhere inside nested dicts (depth-first), else None."""
-    if isinstance(node, dict):
-        if key in node:
-            return node[key]
-        for child in node.values():
-            found = _find_key(child, key)
-            if found is not None:
-                return found
-    return None
-
-
 def quantizer_label(summary: dict) -> str:
-    """Display name of the gradient interval policy of a run (see RunRecord)."""
+    """Display name of a run's gradient interval policy: the trainer's label (the `quant/grad` choice, or
+    "fp32"), except that a fixed-ratio run carries its clipping ratio ("fixed gamma=0.8"), because the paper
+    reports gamma=0.8 and 0.6 as different methods (Kim et al. ECCV 2024, Table 1)."""
     quantizer = str(summary.get("quantizer", "?"))
     if quantizer == "fixed":
-        # the ratio lives in the gradient-quantizer config; its key is "gamma" (METHODS.md 1.3)
-        quant_cfg = (summary.get("config") or {}).get("quant")
-        gamma = _find_key(quant_cfg, "gamma")
+        # the ratio lives in the gradient-quantizer config, `quant.grad.gamma` (METHODS.md 1.3)
+        grad_cfg = ((summary.get("config") or {}).get("quant") or {}).get("grad") or {}
+        gamma = grad_cfg.get("gamma") if isinstance(grad_cfg, dict) else None
         if isinstance(gamma, (int, float)):
             return f"fixed gamma={gamma:g}"
     return quantizer
 
 
-def read_summary(path: Path) -> RunRecord:
-    """Parse one summary.json; a file that cannot be parsed becomes an "unreadable" record, never an exception."""
-    run_dir = path.parent
+def load_run(run_dir: Path) -> RunRecord:
+    """One run folder as a record; an unreadable summary.json becomes an "unreadable" record saying why."""
     try:
-        s = json.loads(path.read_text())
-        if not isinstance(s, dict):
-            raise ValueError(f"top level is {type(s).__name__}, not an object")
-    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        s = _parse_summary(run_dir / SUMMARY)
+    except (OSError, ValueError) as err:
         return RunRecord(path=run_dir, status="unreadable", error=f"{type(err).__name__}: {err}",
                          name=run_dir.parent.name, run_id=run_dir.name)
     seed = s.get("seed")
@@ -144,7 +153,7 @@ def read_summary(path: Path) -> RunRecord:
 
 
 def load_runs(root: str | os.PathLike, *, name: str | None = None, task: str | None = None,
-              pattern: str = "**/summary.json") -> list[RunRecord]:
+              pattern: str = f"**/{SUMMARY}") -> list[RunRecord]:
     """All runs under `root` whose summary matches the filters, sorted by path (deterministic output).
 
     Raises ResultsError (one line) when `root` is not a folder or the filters leave nothing.
@@ -152,10 +161,10 @@ def load_runs(root: str | os.PathLike, *, name: str | None = None, task: str | N
     root = Path(root)
     if not root.is_dir():
         raise ResultsError(f"results folder {str(root)!r} does not exist; pass --root with the folder "
-                           "that holds <name>/<run_id>/summary.json")
-    runs = [read_summary(p) for p in sorted(root.glob(pattern))]
+                           f"that holds <name>/<run_id>/{SUMMARY}")
+    runs = [load_run(p.parent) for p in sorted(root.glob(pattern))]
     if not runs:
-        raise ResultsError(f"no summary.json matching {pattern!r} under {str(root)!r}; run train.py first "
+        raise ResultsError(f"no {SUMMARY} matching {pattern!r} under {str(root)!r}; run train.py first "
                            "or pass the right --root")
     selected = [r for r in runs if (name is None or r.name == name) and (task is None or r.task == task)]
     if not selected:
@@ -182,18 +191,3 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return rows
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file so readers never see it half-written: temp file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    try:
-        with open(tmp, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -1,0 +1,265 @@
+"""Results table: mean ± std over seeds of the primary metric, final and best, model x quantizer by W/A/G bits.
+
+Layout follows Table 1 of Kim et al. (ECCV 2024): rows are (model, gradient interval policy) with the
+full-precision run first, columns are bit settings W/A/G in numeric order. Each cell is shown twice, labelled:
+the metric after the last epoch ("final") and the best epoch's ("best", what the paper's official code
+reports). The paper's ImageNet numbers (results/reference/lbt_imagenet.csv) are shown for the models it reports.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime import atomic
+from runtime.results import FULL_PRECISION, RunRecord, bits_slug, bits_sort_key, load_runs, metric_label
+
+REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "lbt_imagenet.csv"
+#: our quantizer label -> the paper's method name in the reference CSV (fp32 reads its `fp_top1` column)
+PAPER_METHODS = {"minmax": "minmax (gamma=1.0)", "fixed gamma=0.8": "fixed gamma=0.8",
+                 "fixed gamma=0.6": "fixed gamma=0.6", "lbt": "LBT"}
+#: our model labels -> the paper's (timm spells MobileNetV2 with its width multiplier)
+PAPER_MODELS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
+                "mobilenetv2": "mobilenetv2", "mobilenetv2_100": "mobilenetv2",
+                "mobilenet_v2": "mobilenetv2"}
+#: row order inside a model: full precision, then baselines, the proposed method last (as in the paper)
+QUANTIZER_RANK = {FULL_PRECISION: 0, "minmax": 1, "fixed": 2, "mse": 3, "lbt": 9}
+#: the two values of a run a table shows, with the sentence that says what each is
+WHICH = {"final": "after the last epoch",
+         "best": "of the best epoch (the official LBT code reports this)"}
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One number per seed, summarised."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof=1); None for a single run."""
+        return statistics.stdev(self.values) if self.n > 1 else None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The finished runs (one per seed) behind one table cell: their final and their best primary metric."""
+
+    seeds: tuple[int | None, ...]
+    final: Stats
+    best: Stats | None  # None when no run recorded a best value
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The final values, one per run."""
+        return self.final.values
+
+    def stats(self, which: str) -> Stats | None:
+        return self.final if which == "final" else self.best
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table: runs of one experiment on one dataset with one primary metric."""
+
+    name: str
+    data: str
+    task: str
+    metric: str  # summary key, e.g. "test/top1"
+    rows: tuple[tuple[str, str], ...]  # (model, quantizer)
+    columns: tuple[str, ...]  # bit settings, full precision first
+    cells: dict[tuple[str, str, str], Cell]  # (model, quantizer, bits) -> Cell
+    paper: dict[tuple[str, str, str], float]  # same keys, the paper's number where it reports one
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    sections: tuple[Section, ...]
+    excluded: tuple[RunRecord, ...]  # failed / running / unreadable runs: listed, never averaged
+
+
+def row_sort_key(row: tuple[str, str]) -> tuple:
+    """Rows grouped by model; inside a model: fp32, baselines, unknown policies, LBT last (paper order)."""
+    model, quantizer = row
+    return (model, QUANTIZER_RANK.get(quantizer.split()[0], 5), quantizer)
+
+
+def load_reference(path: Path = REFERENCE_CSV) -> dict[tuple[str, str, str], float]:
+    """The paper's ImageNet top-1 as {(paper model, paper method, bits or "fp32"): value}; {} if absent."""
+    if not Path(path).is_file():
+        return {}
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    ref: dict[tuple[str, str, str], float] = {}
+    for row in csv.DictReader(lines):
+        for column, value in row.items():
+            if not value or column in ("model", "method"):
+                continue
+            bits = FULL_PRECISION if column == "fp_top1" else column
+            ref[(row["model"], row["method"], bits)] = float(value)
+    return ref
+
+
+def _paper_value(ref: dict, model: str, quantizer: str, bits: str) -> float | None:
+    paper_model = PAPER_MODELS.get(model)
+    if paper_model is None:
+        return None
+    if quantizer == FULL_PRECISION:  # the paper's FP number is the same on every method line; take LBT's
+        return ref.get((paper_model, "LBT", FULL_PRECISION))
+    method = PAPER_METHODS.get(quantizer)
+    return None if method is None else ref.get((paper_model, method, bits_slug(bits)))
+
+
+def _stats(values: list[float | None]) -> Stats | None:
+    kept = tuple(v for v in values if v is not None)
+    return Stats(kept) if kept else None
+
+
+def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict) -> Section:
+    name, data, task, metric = key
+    grouped: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        grouped[(r.model, r.quantizer, r.bits)].append(r)
+    cells, warnings = {}, []
+    for k, rs in sorted(grouped.items()):
+        seeds = [r.seed for r in rs]
+        if len(set(seeds)) < len(seeds):
+            # same seed twice means the runs differ in some other override: averaging them would be wrong
+            # silently, so say it (filter with --name, or give each variant its own experiment name)
+            warnings.append(f"{'/'.join(k)}: {len(rs)} runs share seeds {seeds} (they differ in another "
+                            f"override: {', '.join(r.run_id for r in rs)})")
+        cells[k] = Cell(seeds=tuple(seeds), final=_stats([r.value("final") for r in rs]),
+                        best=_stats([r.value("best") for r in rs]))
+    rows = tuple(sorted({(m, q) for m, q, _ in cells}, key=row_sort_key))
+    columns = tuple(sorted({b for _, _, b in cells}, key=bits_sort_key))
+    paper = {}
+    if metric_label(metric) == "top1" and ref:
+        for model, quantizer in rows:
+            for bits in columns:
+                v = _paper_value(ref, model, quantizer, bits)
+                if v is not None:
+                    paper[(model, quantizer, bits)] = v
+    return Section(name=name, data=data, task=task, metric=metric, rows=rows, columns=columns,
+                   cells=cells, paper=paper, warnings=tuple(warnings))
+
+
+def build_table(root: str | Path = "results", name: str | None = None, *, task: str | None = None,
+                reference: str | Path | None = REFERENCE_CSV) -> ResultTable:
+    """Aggregate every `<root>/**/summary.json` (filtered by experiment `name` / `task`) into tables.
+
+    One Section per (experiment, dataset, task, metric), so runs that must not be averaged together never meet
+    in a cell. Runs that did not finish with a final metric go to
+    `excluded`. Raises runtime.results.ResultsError (one line).
+    """
+    runs = load_runs(root, name=name, task=task)
+    ref = load_reference(Path(reference)) if reference is not None else {}
+    by_section: dict[tuple[str, str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        if r.counts:
+            by_section[(r.name, r.data, r.task, r.metric)].append(r)
+    sections = tuple(_section(k, rs, ref) for k, rs in sorted(by_section.items()))
+    return ResultTable(sections=sections, excluded=tuple(r for r in runs if not r.counts))
+
+
+def format_cell(stats: Stats | None, digits: int = 2) -> str:
+    """"mean ± std (n)"; a single run has no spread: "mean (1)"."""
+    if stats is None:
+        return ""
+    if stats.std is None:
+        return f"{stats.mean:.{digits}f} (1)"
+    return f"{stats.mean:.{digits}f} ± {stats.std:.{digits}f} ({stats.n})"
+
+
+def _digits(section: Section) -> int:
+    # metrics on a 0-1 scale (mAP from some tools) need more decimals than percentages or dB
+    values = [v for c in section.cells.values() for s in (c.final, c.best) if s for v in s.values]
+    return 4 if all(abs(v) <= 1 for v in values) else 2
+
+
+def _stats_of(section: Section, key: tuple[str, str, str], which: str) -> Stats | None:
+    cell = section.cells.get(key)
+    return cell.stats(which) if cell else None
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def render_markdown(table: ResultTable) -> str:
+    """The whole report: per section the final and the best table (plus the paper's numbers), then the runs
+    not counted."""
+    out: list[str] = []
+    for s in table.sections:
+        label, digits = metric_label(s.metric), _digits(s)
+        header = ["model", "quantizer", *s.columns]
+        out += [f"## {s.name}: {s.data}, {label}", ""]
+        for which, what in WHICH.items():
+            out += [f"**{which}**: {label} {what}, mean ± std over seeds (number of seeds); "
+                    "columns are W/A/G bits.", ""]
+            body = [[m, q] + [format_cell(_stats_of(s, (m, q, b), which), digits) for b in s.columns]
+                    for m, q in s.rows]
+            out += _md_table(header, body) + [""]
+        paper_rows = [(m, q) for m, q in s.rows if any((m, q, b) in s.paper for b in s.columns)]
+        if paper_rows:
+            out += ["**paper** (Kim et al., ECCV 2024, Table 1: ImageNet top-1), same cells:", ""]
+            body = [[m, q] + [f"{s.paper[(m, q, b)]:.1f}" if (m, q, b) in s.paper else "" for b in s.columns]
+                    for m, q in paper_rows]
+            out += _md_table(header, body) + [""]
+        out += [f"Warning: {w}" for w in s.warnings] + ([""] if s.warnings else [])
+    if not table.sections:
+        out += ["No finished runs with a final metric.", ""]
+    if table.excluded:
+        out += [f"### Not counted ({len(table.excluded)})", ""]
+        out += [f"- `{r.name}/{r.run_id}` {r.why_excluded}" for r in table.excluded] + [""]
+    return "\n".join(out)
+
+
+CSV_COLUMNS = ("name", "data", "task", "metric", "model", "quantizer", "bits", "n", "seeds",
+               "final_mean", "final_std", "best_mean", "best_std", "paper")
+
+
+def table_rows(table: ResultTable) -> list[dict[str, object]]:
+    """Long format, one dict per cell (the CSV's lines and the W&B table's rows)."""
+    rows = []
+    for s in table.sections:
+        for (model, quantizer, bits), c in sorted(s.cells.items(), key=lambda kv: (
+                row_sort_key(kv[0][:2]), bits_sort_key(kv[0][2]))):
+            row = {"name": s.name, "data": s.data, "task": s.task, "metric": s.metric, "model": model,
+                   "quantizer": quantizer, "bits": bits, "n": c.final.n,
+                   "seeds": " ".join(str(x) for x in c.seeds)}
+            for which in WHICH:
+                stats = c.stats(which)
+                row[f"{which}_mean"] = stats.mean if stats else None
+                row[f"{which}_std"] = stats.std if stats else None
+            rows.append({**row, "paper": s.paper.get((model, quantizer, bits))})
+    return rows
+
+
+def render_csv(table: ResultTable) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in table_rows(table):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_table(table: ResultTable, out: str | Path) -> tuple[Path, Path]:
+    """Write `<out>.md` and `<out>.csv` atomically; returns their paths."""
+    out = Path(out)
+    md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+    atomic.write_text(md, render_markdown(table))
+    atomic.write_text(csv_path, render_csv(table))
+    return md, csv_path
