@@ -3,7 +3,7 @@
 Layout follows Table 1 of Kim et al. (ECCV 2024): rows are (model, gradient interval policy) with the
 full-precision run first, columns are bit settings W/A/G in numeric order. Each cell is shown twice, labelled:
 the metric after the last epoch ("final") and the best epoch's ("best", what the paper's official code
-reports). The paper's ImageNet numbers (results/reference/lbt_imagenet.csv) are shown for the models it reports.
+reports). The paper's ImageNet numbers (results/reference/lbt_imagenet.csv) are shown beside runs on ImageNet.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from runtime import atomic
 from runtime.results import FULL_PRECISION, RunRecord, bits_slug, bits_sort_key, load_runs, metric_label
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "lbt_imagenet.csv"
+#: the data label (config choice) of the paper's dataset: its numbers are shown only beside runs on it
+PAPER_DATA = "imagenet"
 #: our quantizer label -> the paper's method name in the reference CSV (fp32 reads its `fp_top1` column)
 PAPER_METHODS = {"minmax": "minmax (gamma=1.0)", "fixed gamma=0.8": "fixed gamma=0.8",
                  "fixed gamma=0.6": "fixed gamma=0.6", "lbt": "LBT"}
@@ -144,7 +146,7 @@ def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict) -
     rows = tuple(sorted({(m, q) for m, q, _ in cells}, key=row_sort_key))
     columns = tuple(sorted({b for _, _, b in cells}, key=bits_sort_key))
     paper = {}
-    if metric_label(metric) == "top1" and ref:
+    if data == PAPER_DATA and metric_label(metric) == "top1" and ref:
         for model, quantizer in rows:
             for bits in columns:
                 v = _paper_value(ref, model, quantizer, bits)

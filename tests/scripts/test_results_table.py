@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from runtime.results import bits_sort_key, quantizer_label, read_summary
-from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown
+from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
 from scripts.table import main
 
 
@@ -99,17 +99,27 @@ def _paper_csv_value(model, method, column):
     raise KeyError((model, method))
 
 
-def test_paper_numbers_appear_only_for_models_the_paper_reports(tmp_path, make_fake_runs):
-    make_fake_runs(tmp_path / "a", model="resnet18")
+def test_paper_numbers_appear_beside_imagenet_runs_of_the_models_the_paper_reports(tmp_path, make_fake_runs):
+    make_fake_runs(tmp_path / "a", model="resnet18", data="imagenet")
     (section,) = build_table(tmp_path / "a").sections
     assert section.paper[("resnet18", "lbt", "8/8/8")] == _paper_csv_value("resnet18", "LBT", "w8a8g8")
     assert section.paper[("resnet18", "minmax", "4/4/4")] == _paper_csv_value(
         "resnet18", "minmax (gamma=1.0)", "w4a4g4")
     assert section.paper[("resnet18", "fp32", "fp32")] == _paper_csv_value("resnet18", "LBT", "fp_top1")
     assert "**paper** (Kim et al." in render_markdown(build_table(tmp_path / "a"))
-    make_fake_runs(tmp_path / "b", model="resnet20")
+    make_fake_runs(tmp_path / "b", model="resnet20", data="imagenet")
     assert build_table(tmp_path / "b").sections[0].paper == {}
     assert "(Kim et al." not in render_markdown(build_table(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("data", ["synthetic", "fashion_mnist", "cifar100"])
+def test_paper_numbers_never_appear_beside_runs_on_other_data(tmp_path, make_fake_runs, data):
+    # same model and quantizers as the paper's ImageNet table, but not ImageNet: no comparison
+    make_fake_runs(tmp_path, model="resnet18", data=data)
+    table = build_table(tmp_path)
+    assert table.sections[0].paper == {}
+    assert "(Kim et al." not in render_markdown(table)
+    assert all(row["paper"] is None for row in table_rows(table))
 
 
 def test_final_and_best_are_both_shown_and_labelled(results_root, best_values):
