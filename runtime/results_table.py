@@ -4,6 +4,9 @@ Layout follows Table 1 of Kim et al. (ECCV 2024): rows are (model, gradient inte
 full-precision run first, columns are bit settings W/A/G in numeric order. Each cell is shown twice, labelled:
 the metric after the last epoch ("final") and the best epoch's ("best", what the paper's official code
 reports). The paper's ImageNet numbers (results/reference/lbt_imagenet.csv) are shown beside runs on ImageNet.
+
+Runs are grouped by the labels the trainer wrote (`runtime.run_info.run_labels`: the Hydra config choices), so
+runs of different models or datasets never share a row or a cell.
 """
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ PAPER_METHODS = {"minmax": "minmax (gamma=1.0)", "fixed gamma=0.8": "fixed gamma
                  "fixed gamma=0.6": "fixed gamma=0.6", "lbt": "LBT"}
 #: our model labels -> the paper's (timm spells MobileNetV2 with its width multiplier)
 PAPER_MODELS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
-                "mobilenetv2": "mobilenetv2", "mobilenetv2_100": "mobilenetv2",
-                "mobilenet_v2": "mobilenetv2"}
+                "mobilenet_v2": "mobilenetv2", "timm:resnet18": "resnet18", "timm:resnet34": "resnet34",
+                "timm:resnet50": "resnet50", "timm:mobilenetv2_100": "mobilenetv2"}
 #: row order inside a model: full precision, then baselines, the proposed method last (as in the paper)
 QUANTIZER_RANK = {FULL_PRECISION: 0, "minmax": 1, "fixed": 2, "mse": 3, "lbt": 9}
 #: the two values of a run a table shows, with the sentence that says what each is
@@ -160,8 +163,8 @@ def build_table(root: str | Path = "results", name: str | None = None, *, task: 
                 reference: str | Path | None = REFERENCE_CSV) -> ResultTable:
     """Aggregate every `<root>/**/summary.json` (filtered by experiment `name` / `task`) into tables.
 
-    One Section per (experiment, dataset, task, metric), so runs that must not be averaged together never meet
-    in a cell. Runs that did not finish with a final metric go to
+    One Section per (experiment, dataset, task, metric) and one row per (model, quantizer) label, so runs that
+    must not be averaged together never meet in a cell. Runs that did not finish with a final metric go to
     `excluded`. Raises runtime.results.ResultsError (one line).
     """
     runs = load_runs(root, name=name, task=task)

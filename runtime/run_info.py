@@ -1,10 +1,17 @@
-"""Facts about a run that go into summary.json: what was trained, with which quantizer, on which software."""
+"""Facts about a run that go into summary.json: what was trained, with which quantizer, on which software.
+
+Labels name what the user chose: the config files Hydra composed (`hydra.runtime.choices`), not strings cut out
+of `_target_` (which gave `cifar` for both cifar10 and cifar100, `EDSR` for both edsr_tiny and edsr_baseline).
+Tables group runs by these labels, so two runs share a row only if they were built from the same config files.
+"""
 import platform
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from runtime.results import FULL_PRECISION
 
 
 def _bit(value) -> str:
@@ -14,31 +21,45 @@ def _bit(value) -> str:
 def bits_label(w, a, g) -> str:
     """W/A/G label used as a table column: `4/4/4`, or `fp32` when nothing is quantized."""
     if all(b is None or b == 32 for b in (w, a, g)):
-        return "fp32"
+        return FULL_PRECISION
     return "/".join(_bit(b) for b in (w, a, g))
 
 
-def quantizer_label(grad_cfg: DictConfig, bits: str) -> str:
-    """`lbt`, `mse`, `minmax`, `fixed`, ... from the policy's module (config stem == module name); `fp32`.
-
-    A fixed ratio's gamma stays in the summary's config (the table script labels it `fixed gamma=0.8`).
-    """
-    return "fp32" if bits == "fp32" else str(grad_cfg._target_).split(".")[-2]
-
-
-def model_label(node: DictConfig) -> str:
-    """`resnet20` (function name) or the timm/torchvision model name: the table row of a run."""
-    return str(node.name) if "name" in node else str(node._target_).split(".")[-1]
-
-
-def data_label(node: DictConfig) -> str:
-    """`fashion_mnist`, `cifar100`, ...: the data module a config builds from."""
+def _target_module(node: DictConfig) -> str:
+    """`data.cifar.build` -> `cifar`: the fallback label when no Hydra choice is known (config stem == module
+    holds for quant/grad and task, not for data)."""
     return str(node._target_).split(".")[-2]
+
+
+def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dict[str, str]:
+    """Table labels of a run: {"task", "model", "data", "quantizer", "bits"}.
+
+    `choices` is Hydra's `hydra.runtime.choices` (config group -> chosen file stem), e.g. {"model": "resnet20",
+    "data": "cifar100", "quant/grad": "lbt", "task": "classification"}; `bits` is `bits_label(...)` of the
+    built QuantSpec. The model label is the choice, plus the built model's name when it differs from the
+    choice: `model=timm model.name=resnet50` -> `timm:resnet50` (a generic config names its network only
+    through `name`). The quantizer is the `quant/grad` choice, or `fp32` when nothing is quantized (a fixed
+    ratio's gamma stays in the summary's config: `runtime.results.quantizer_label` shows it).
+
+    A group missing from `choices` (a config composed without Hydra's runtime, as in unit tests that call
+    `train.train(cfg)`) falls back to the model's name or builder function, and for the other groups to the
+    `_target_` module name, which does not tell cifar10 from cifar100: pass the choices for real runs.
+    """
+    chosen, name = choices.get("model"), OmegaConf.select(cfg, "model.name")
+    if chosen is None:  # no Hydra runtime: the built object's name, or its builder function's
+        model = str(name) if name is not None else str(cfg.model._target_).split(".")[-1]
+    else:
+        model = str(chosen) if name is None or str(name) == chosen else f"{chosen}:{name}"
+    quantizer = FULL_PRECISION if bits == FULL_PRECISION else str(
+        choices.get("quant/grad") or _target_module(cfg.quant.grad))
+    return {"task": str(choices.get("task") or _target_module(cfg.task)), "model": model,
+            "data": str(choices.get("data") or _target_module(cfg.data)), "quantizer": quantizer, "bits": bits}
 
 
 def versions() -> dict[str, Any]:
     import hydra
     import timm
+    import torch
     import torchvision
 
     return {

@@ -35,6 +35,11 @@ LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_
                  ("gamma/", "gamma = c / g_max", "gamma"))
 
 
+def file_stem(*labels: str) -> str:
+    """File-name stem from labels; a label such as "timm:resnet18" becomes "timm-resnet18"."""
+    return "_".join(label.replace(":", "-").replace("/", "-") for label in labels)
+
+
 def save_figure(fig, path: Path) -> Path:
     """Render to memory, then write atomically (a reader never sees half a PNG); closes the figure."""
     buf = io.BytesIO()
@@ -91,7 +96,7 @@ def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str]
                                f"{sorted(logged)}")
     written = []
     for (name, data, model, bits), by_quantizer in sorted(groups.items()):
-        stem = f"{name}_{data}_{model}_{bits_slug(bits)}"
+        stem = file_stem(name, data, model, bits_slug(bits))
         quantizers = sorted(by_quantizer, key=lambda q: row_sort_key((model, q)))
         all_histories = [h for hs in by_quantizer.values() for h in hs]
         for prefix, ylabel, suffix in LAYER_FIGURES:
@@ -141,7 +146,8 @@ def plot_metric_vs_bits(table: ResultTable, out_dir: Path) -> list[Path]:
             ax.set(xlabel="W/A/G bits", ylabel=metric_label(s.metric), title=model)
             ax.legend(fontsize=7)
         fig.suptitle(f"{s.name}: {s.data}, final {metric_label(s.metric)} (mean ± std over seeds)", fontsize=10)
-        written.append(save_figure(fig, out_dir / f"{s.name}_{s.data}_{metric_label(s.metric)}_vs_bits.png"))
+        stem = file_stem(s.name, s.data, metric_label(s.metric))
+        written.append(save_figure(fig, out_dir / f"{stem}_vs_bits.png"))
     return written
 
 

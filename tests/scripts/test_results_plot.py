@@ -1,7 +1,7 @@
 """scripts/plot.py: PNGs from metrics.jsonl / summary.json, offline."""
 import pytest
 
-from scripts.plot import main, make_figures, mean_curve
+from scripts.plot import file_stem, main, make_figures, mean_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,3 +34,7 @@ def test_bad_selection_gives_one_line_error_and_no_files(results_root, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_file_names_from_labels_have_no_colons_or_slashes():
+    assert file_stem("sweep", "imagenet", "timm:resnet18", "w4a4g4") == "sweep_imagenet_timm-resnet18_w4a4g4"
