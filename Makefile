@@ -10,10 +10,11 @@ FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 setup: venv data
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 # Real Fashion-MNIST, offline: Debian's dataset-fashion-mnist when we are root with apt, else torchvision's download

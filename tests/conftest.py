@@ -1,9 +1,6 @@
-"""Shared test setup: import from the repo root, never talk to W&B, keep threads predictable."""
+"""Shared test setup: never talk to W&B. The project is imported as an installed package (`make venv` runs
+`pip install -e .`; `python -m pytest` from the repo root also finds it)."""
 import os
-import pathlib
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
