@@ -23,7 +23,7 @@ _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _causes(err: BaseException) -> Iterator[BaseException]:
-    """`err` and the exceptions behind it: torch.save turns a failed `write` into a RuntimeError whose context holds it."""
+    """`err` and the exceptions behind it (torch.save turns a failed `write` into a RuntimeError with it as context)."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -48,7 +48,7 @@ def explain_write_error(err: BaseException, path: Path) -> OSError | None:
         if cause.errno in _NO_SPACE:
             explained = OSError(f"{os.strerror(cause.errno)} (while writing {path})")
         elif cause.errno in _NOT_WRITABLE:
-            folder = _nearest_existing(Path(path).parent)  # a folder that could not be created: its parent is the culprit
+            folder = _nearest_existing(Path(path).parent)  # if a folder could not be created, its parent is to blame
             kind = PermissionError if cause.errno != errno.EROFS else OSError
             explained = kind(f"cannot write {Path(path).name} in {folder}: {os.strerror(cause.errno)}; "
                              f"make the folder writable or choose another results_dir=...")
