@@ -97,7 +97,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _compose_defaults(group_overrides: list[str]) -> dict[str, Any] | None:
-    """The config with the command line's group choices, unresolved; None if Hydra cannot compose it (it will say why)."""
+    """The config with the command line's group choices, unresolved; None if Hydra cannot compose it (it says why)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
