@@ -43,7 +43,8 @@ def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def _short(value: Any) -> str:
-    text = "null" if value is None else str(value)
+    """A value as it is typed on the command line (true, null), cut to fit one line."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     return text if len(text) <= 24 else text[:21] + "..."
 
 

@@ -28,7 +28,7 @@ def test_changed_result_keys_are_named_with_the_way_out(tmp_path):
     store(tmp_path, resolved(["bits=4"]))
     error = check_resume_config(tmp_path, resolved(["bits=8", "amp=true", "optim.epochs=5"]))
     assert error is not None and "\n" not in error
-    assert "amp=True (was False)" in error and "bits=8 (was 4)" in error and "optim.epochs=5 (was 3)" in error
+    assert "amp=true (was false)" in error and "bits=8 (was 4)" in error and "optim.epochs=5 (was 3)" in error
     assert f"delete {tmp_path} or choose another name=" in error
 
 
