@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints, check_optional_int
 from data.sr_images import ImageSource, SRPairs
-from data.sr_patches import SRPatchDataset, SRTrainLoader, make_test_loader
+from data.sr_patches import SRPatchDataset, SRTestLoader, SRTrainLoader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
@@ -66,11 +67,8 @@ def benchmark_sources(root: str | Path, *, name: str, scale: int) -> list[ImageS
 
 
 def _first(sources: list[ImageSource], limit: int | None, what: str) -> list[ImageSource]:
-    if limit is None:
-        return sources
-    if not isinstance(limit, int) or not 1 <= limit <= len(sources):
-        raise ValueError(f"{what}={limit!r}; expected null or an int in 1..{len(sources)}")
-    return sources[:limit]
+    limit = check_optional_int(what, limit, maximum=len(sources))
+    return sources if limit is None else sources[:limit]
 
 
 def build(
@@ -94,11 +92,19 @@ def build(
     Defaults are EDSR's: 48x48 LR patches, batch 16, 16000 patches (1000 steps) per epoch.
     `preload=False` decodes PNGs per patch (low memory); then use `num_workers` of 8 or more.
     """
+    check_int("scale", scale, minimum=2)
+    check_ints(lr_patch_size=lr_patch_size, batch_size=batch_size, patches_per_epoch=patches_per_epoch)
+    check_int("num_workers", num_workers, minimum=0)
+    check_optional_int("train_limit", train_limit)
+    check_optional_int("test_limit", test_limit)
+    if batch_size > patches_per_epoch:
+        raise ValueError(f"data.batch_size={batch_size} is invalid: use an integer in "
+                         f"1..data.patches_per_epoch={patches_per_epoch}")
     train = _first(div2k_sources(root, split="train", scale=scale), train_limit, "train_limit")
     if test_set == "DIV2K_valid":
         test = div2k_sources(root, split="valid", scale=scale)
     elif benchmark_root is None:
-        raise ValueError(f"test_set={test_set!r} needs data.benchmark_root (the folder holding {test_set}/HR)")
+        raise ValueError(f"data.test_set={test_set!r} needs data.benchmark_root (the folder holding {test_set}/HR)")
     else:
         test = benchmark_sources(benchmark_root, name=test_set, scale=scale)
     test = _first(test, test_limit, "test_limit")
@@ -109,6 +115,6 @@ def build(
     return DataBundle(
         name=f"div2k_x{scale}_{test_set}",
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
-        test=make_test_loader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),
+        test=SRTestLoader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),
         model_kwargs={"scale": scale, "in_channels": 3},
     )
