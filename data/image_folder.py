@@ -105,8 +105,7 @@ class FolderLoader:
 
     def __init__(self, dataset: SeededImageDataset, *, indices: list[int] | None, batch_size: int, shuffle: bool,
                  num_workers: int, seed: int, pad_shards: bool) -> None:
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers={num_workers!r}; expected an int >= 0")
+        check_int("num_workers", num_workers, minimum=0)
         self.dataset = dataset
         self.indices = list(range(len(dataset))) if indices is None else list(indices)
         self.shuffle = shuffle
@@ -172,8 +171,10 @@ def build(
     for split in ("train", "val"):
         if not (base / split).is_dir():
             raise FileNotFoundError(
-                f"{base / split} is not a folder; expected {base}/{{train,val}}/<class>/<image>, "
-                f"set DATA_ROOT (and data.folder) to where the dataset lives"
+                f"ImageNet-style folder {base / split} not found; expected {base}/{{train,val}}/<class>/<image> "
+                f"with the same class folders in both: download ILSVRC2012 train and val from image-net.org, sort "
+                f"val into class folders (valprep.sh of the PyTorch ImageNet example), then set DATA_ROOT to the "
+                f"folder holding {folder}/ (or data.root, data.folder)"
             )
     train_folder, val_folder = ImageFolder(str(base / "train")), ImageFolder(str(base / "val"))
     if train_folder.classes != val_folder.classes:

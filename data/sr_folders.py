@@ -23,6 +23,7 @@ from data.sr_patches import SRPatchDataset, SRTestLoader, SRTrainLoader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"  # EDSR authors' Set5/Set14/B100/Urban100 pack
 
 
 def pair_sources(hr_dir: Path, lr_dir: Path, scale: int) -> list[ImageSource]:
@@ -49,8 +50,10 @@ def div2k_sources(root: str | Path, *, split: str, scale: int) -> list[ImageSour
     hr_dir = Path(root) / f"DIV2K_{split}_HR"
     if not hr_dir.is_dir():
         raise FileNotFoundError(
-            f"DIV2K folder {hr_dir} not found; download DIV2K_{split}_HR.zip (and DIV2K_{split}_LR_bicubic_X{scale}"
-            f".zip) from {DIV2K_URL} and unzip into {Path(root)}, or set data.root"
+            f"DIV2K folder {hr_dir} not found; expected {hr_dir}/0001.png (optional LR files "
+            f"{Path(root)}/DIV2K_{split}_LR_bicubic/X{scale}/0001x{scale}.png): download DIV2K_{split}_HR.zip (and "
+            f"DIV2K_{split}_LR_bicubic_X{scale}.zip) from the DIV2K page {DIV2K_URL} and unzip into {Path(root)}, "
+            f"or set DATA_ROOT to the folder holding DIV2K/ (or data.root)"
         )
     return pair_sources(hr_dir, Path(root) / f"DIV2K_{split}_LR_bicubic" / f"X{scale}", scale)
 
@@ -60,8 +63,10 @@ def benchmark_sources(root: str | Path, *, name: str, scale: int) -> list[ImageS
     hr_dir = Path(root) / name / "HR"
     if not hr_dir.is_dir():
         raise FileNotFoundError(
-            f"benchmark folder {hr_dir} not found; put {name} in the EDSR layout {Path(root)}/{name}/HR/*.png "
-            "(LR_bicubic/X<s>/ optional) or set data.benchmark_root"
+            f"benchmark folder {hr_dir} not found; expected {hr_dir}/<image>.png (optional LR files "
+            f"{Path(root)}/{name}/LR_bicubic/X{scale}/<image>x{scale}.png): untar the EDSR benchmark pack "
+            f"{BENCHMARK_URL} (Set5, Set14, B100, Urban100) so that {Path(root)}/{name}/HR exists, or set DATA_ROOT "
+            f"to the folder holding benchmark/ (or data.benchmark_root)"
         )
     return pair_sources(hr_dir, Path(root) / name / "LR_bicubic" / f"X{scale}", scale)
 
