@@ -19,6 +19,7 @@ import torch
 
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints, check_optional_int
 from data.loaders import in_memory_bundle
 
 # Per-channel mean/std of the 50k training images in [0, 1].
@@ -43,13 +44,18 @@ def read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tupl
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _locate(root: str | Path, folder: str, files: list[str]) -> Path:
-    path = Path(root) / folder
+def _locate(root: str | Path, layout: "CifarLayout") -> Path:
+    path = Path(root) / layout.folder
+    files = [*layout.train_files, *layout.test_files]
     missing = [f for f in files if not (path / f).is_file()]
     if missing:
+        # `make data` fetches Fashion-MNIST only; torchvision's downloader writes exactly this layout.
         raise FileNotFoundError(
-            f"CIFAR files {missing} not found in {path}; run `make data` or set DATA_ROOT to the folder "
-            f"holding {folder}/ (torchvision's download layout)"
+            f"{layout.name} not found: {path / missing[0]} is missing ({len(missing)} of the python-version files "
+            f"{', '.join(files)} in {path}); python -c \"import torchvision; torchvision.datasets."
+            f"{layout.torchvision_class}('{Path(root)}', download=True)\" downloads them there, or untar "
+            f"{layout.archive} from https://www.cs.toronto.edu/~kriz/cifar.html into {Path(root)}, or set DATA_ROOT "
+            f"(or data.root) to the folder holding {layout.folder}/"
         )
     return path
 
@@ -65,6 +71,8 @@ class CifarLayout:
     label_key: bytes
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    archive: str  # the official python-version tarball, which unpacks to `folder`
+    torchvision_class: str  # the torchvision.datasets class whose download=True writes this layout
 
 
 # The two variants differ in nothing but these facts, so `num_classes` picks the layout.
@@ -72,10 +80,12 @@ LAYOUTS = {
     10: CifarLayout(
         name="cifar10", folder="cifar-10-batches-py", train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",), label_key=b"labels", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+        archive="cifar-10-python.tar.gz", torchvision_class="CIFAR10",
     ),
     100: CifarLayout(
         name="cifar100", folder="cifar-100-python", train_files=("train",), test_files=("test",),
         label_key=b"fine_labels", mean=CIFAR100_MEAN, std=CIFAR100_STD,
+        archive="cifar-100-python.tar.gz", torchvision_class="CIFAR100",
     ),
 }
 
@@ -97,9 +107,12 @@ def build(
     `num_workers` is accepted for a uniform config but unused: batches are one in-process tensor gather.
     """
     if num_classes not in LAYOUTS:
-        raise ValueError(f"num_classes={num_classes!r} is not a CIFAR variant; expected 10 or 100")
+        raise ValueError(f"data.num_classes={num_classes!r} is not a CIFAR variant: use 10 or 100")
+    check_ints(batch_size=batch_size, eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
+    check_optional_int("train_subset", train_subset)  # its upper bound is checked once the files are read
     layout = LAYOUTS[num_classes]
-    path = _locate(root, layout.folder, [*layout.train_files, *layout.test_files])
+    path = _locate(root, layout)
     train_x, train_y = read_cifar_batches(path, list(layout.train_files), layout.label_key)
     test_x, test_y = read_cifar_batches(path, list(layout.test_files), layout.label_key)
     for split, y in (("train", train_y), ("test", test_y)):

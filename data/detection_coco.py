@@ -18,16 +18,23 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.detection_loader import detection_bundle
 from data.detection_transforms import drop_degenerate, make_target, resize_square
 
 NAME = "coco"
 
 
+LAYOUT = "<root>/{train2017,val2017}/*.jpg and <root>/annotations/instances_{train2017,val2017}.json"
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"COCO {what} {path} not found: download and unzip COCO so that it exists, "
-                                f"or set data.root / the data.*_images, data.*_annotations paths")
+        raise FileNotFoundError(
+            f"COCO {what} {path} not found; expected {LAYOUT}: download train2017.zip, val2017.zip and "
+            f"annotations_trainval2017.zip from https://cocodataset.org/#download and unzip them in <root>, or set "
+            f"DATA_ROOT to the folder holding coco/ (or data.root, data.train_images, data.train_annotations, ...)"
+        )
     return path
 
 
@@ -40,8 +47,7 @@ class COCODetection(Dataset):
 
     def __init__(self, images_dir: str | Path, annotations: str | Path, *, image_size: int,
                  skip_empty: bool, category_ids: list[int] | None = None):
-        if image_size < 1:
-            raise ValueError(f"data.image_size={image_size} is invalid: use a positive int")
+        check_int("image_size", image_size)
         self.images_dir = _require(Path(images_dir), "image folder")
         data = json.loads(_require(Path(annotations), "annotation file").read_text())
         if category_ids is None:
@@ -93,7 +99,13 @@ def build(
 
     Relative paths are taken under `root`. num_classes = number of categories + background (81 for COCO 2017).
     """
+    check_ints(image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
     root = Path(root)
+    # All four paths before parsing any json (the train annotations take many seconds to read).
+    for path, what in ((train_images, "image folder"), (train_annotations, "annotation file"),
+                       (test_images, "image folder"), (test_annotations, "annotation file")):
+        _require(root / path, what)
     train_set = COCODetection(root / train_images, root / train_annotations, image_size=image_size,
                               skip_empty=True)
     test_set = COCODetection(root / test_images, root / test_annotations, image_size=image_size,

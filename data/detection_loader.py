@@ -1,7 +1,8 @@
 """An epoch-seeded batch loader for detection datasets (satisfies data.bundle.EpochLoader).
 
-Shuffle order and flip augmentation depend only on (seed, epoch, index), never on global RNG state or on
-which worker loads a sample, so a resumed run sees exactly the batches an uninterrupted run saw.
+Shuffle order and flip augmentation depend only on (seed, epoch, index), never on global RNG state, on which
+worker loads a sample or on the DDP rank, so a resumed run sees exactly the batches an uninterrupted run saw.
+Batches are cut by a data/shard.py plan: DDP shards, and a mid-epoch resume that loads nothing it skips.
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.detection_transforms import collate_detection, hflip
+from data.shard import ShardBatchSampler, ShardPlan
 
 
 class _EpochFlip(Dataset):
@@ -35,26 +38,25 @@ class _EpochFlip(Dataset):
         return image, target
 
 
-class _EpochSampler(Sampler):
+class _EpochOrder:
+    """The epoch's global order as (index, epoch) keys for `_EpochFlip`; a permutation seeded by (seed, epoch)."""
+
     def __init__(self, size: int, *, shuffle: bool, seed: int):
-        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.size, self.shuffle, self.seed = size, shuffle, seed
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __call__(self, epoch: int) -> list[tuple[int, int]]:
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
         else:
             order = np.arange(self.size)
-        return iter([(int(i), self.epoch) for i in order])
+        return [(int(i), epoch) for i in order]
 
 
 class DetectionLoader:
     """Batches of (images: list of (3, H, W) float tensors, targets: list of box/label dicts).
 
     `len()` is batches per epoch; call `set_epoch(e)` before iterating epoch e (train split). The test split
-    uses shuffle=False, flip=False and is the same on every pass.
+    uses shuffle=False, flip=False and is the same on every pass. pad_shards: see data/shard.py (True for training).
     """
 
     def __init__(
@@ -65,33 +67,33 @@ class DetectionLoader:
         shuffle: bool,
         flip: bool,
         seed: int,
+        pad_shards: bool,
         num_workers: int = 0,
         drop_last: bool = False,
     ):
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size} is invalid: use a positive int")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers={num_workers} is invalid: use 0 (main process) or more")
+        check_int("num_workers", num_workers, minimum=0)  # batch_size: checked by ShardPlan and detection_bundle
         if len(dataset) == 0:
             raise ValueError(f"the detection dataset {type(dataset).__name__} is empty: check its split/annotations")
         self.dataset = dataset
         self.batch_size, self.drop_last = batch_size, drop_last
-        self._sampler = _EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+        self.plan = ShardPlan(len(dataset), batch_size, pad=pad_shards, drop_last=drop_last)
         self._loader = DataLoader(
             _EpochFlip(dataset, flip=flip, seed=seed),
-            batch_size=batch_size,
-            sampler=self._sampler,
-            drop_last=drop_last,
+            batch_sampler=ShardBatchSampler(self.plan, _EpochOrder(len(dataset), shuffle=shuffle, seed=seed)),
             num_workers=num_workers,
             collate_fn=collate_detection,
-            persistent_workers=num_workers > 0,
+            persistent_workers=num_workers > 0,  # the plan stays in this process; keys carry the epoch
         )
 
-    def set_epoch(self, epoch: int) -> None:
-        self._sampler.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Fix order and flips for `epoch`; the next passes start at this rank's batch `start_batch`."""
+        self.plan.set_epoch(epoch, start_batch)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
 
     def __len__(self) -> int:
-        return len(self._loader)
+        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
         return iter(self._loader)
@@ -104,11 +106,13 @@ def detection_bundle(name: str, train_set: Dataset, test_set: Dataset, *, num_cl
     `num_classes` counts the background class (torchvision's convention); the square `image_size` tells the
     detector its input size.
     """
+    check_ints(batch_size=batch_size, eval_batch_size=eval_batch_size)
     common = dict(seed=seed, num_workers=num_workers)
     return DataBundle(
         name=name,
-        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, **common),
-        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, **common),
+        train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, pad_shards=True, **common),
+        test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, pad_shards=False,
+                             **common),
         model_kwargs={"num_classes": num_classes, "in_channels": 3, "image_size": image_size},
     )
 

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.detection_loader import detection_bundle
 from data.detection_transforms import make_target
 from data.fashion_mnist import load_fashion_mnist, locate_fashion_mnist
@@ -140,6 +141,9 @@ def build(
     seed: int = 0,
 ) -> DataBundle:
     """Fashion-MNIST detection bundle; model_kwargs carry num_classes (10 + background) and the canvas size."""
+    check_ints(image_size=image_size, num_train=num_train, num_test=num_test, batch_size=batch_size,
+               eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
     canvas = CanvasSpec(size=image_size, min_objects=min_objects, max_objects=max_objects,
                         min_scale=min_scale, max_scale=max_scale, max_iou=max_iou)
     train_x, train_y, test_x, test_y = load_fashion_mnist(locate_fashion_mnist(root))

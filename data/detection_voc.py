@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.detection_loader import detection_bundle
 from data.detection_transforms import drop_degenerate, make_target, resize_square
 
@@ -53,13 +54,14 @@ class VOCDetection(Dataset):
                  keep_difficult: bool = False):
         self.base = Path(root) / "VOCdevkit" / f"VOC{year}"
         ids_file = self.base / "ImageSets" / "Main" / f"{split}.txt"
+        check_int("image_size", image_size)
         if not ids_file.is_file():
             raise FileNotFoundError(
-                f"VOC split file {ids_file} not found: extract VOCtrainval/VOCtest tars so that "
-                f"<root>/VOCdevkit/VOC{year}/ exists, and point data.root at <root>"
+                f"VOC split file {ids_file} not found; expected {self.base}/{{JPEGImages,Annotations,ImageSets/Main}}: "
+                f"download the VOC{year} tars (VOCtrainval_*.tar, and VOCtest_*.tar for 2007) from the PASCAL VOC "
+                f"site http://host.robots.ox.ac.uk/pascal/VOC/voc{year}/ and untar them in {Path(root)}, or set "
+                f"DATA_ROOT (or data.root) to the folder holding VOCdevkit/"
             )
-        if image_size < 1:
-            raise ValueError(f"data.image_size={image_size} is invalid: use a positive int")
         self.ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
         self.image_size, self.keep_difficult = image_size, keep_difficult
 
@@ -90,6 +92,8 @@ def build(
     seed: int = 0,
 ) -> DataBundle:
     """VOC bundle: train on `train_split` (flipped), evaluate on `test_split`; 20 classes + background."""
+    check_ints(image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
     common = dict(year=str(year), image_size=image_size, keep_difficult=keep_difficult)
     train_set = VOCDetection(root, split=train_split, **common)
     test_set = VOCDetection(root, split=test_split, **common)

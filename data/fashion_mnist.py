@@ -14,6 +14,7 @@ import torch
 
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints, check_optional_int
 from data.idx import read_idx
 from data.loaders import in_memory_bundle
 
@@ -87,6 +88,9 @@ def build(
 ) -> DataBundle:
     """Fashion-MNIST bundle. `num_workers` is accepted for a uniform config but unused: batches are built
     in-process by one tensor gather, which beats worker processes for a dataset this small."""
+    check_ints(batch_size=batch_size, eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
+    check_optional_int("train_subset", train_subset)  # its upper bound is checked once the files are read
     train_x, train_y, test_x, test_y = load_fashion_mnist(locate_fashion_mnist(root))
     return in_memory_bundle(
         NAME, (train_x, train_y), (test_x, test_y), mean=MEAN, std=STD, batch_size=batch_size,

@@ -5,8 +5,9 @@ ImageNet recipe (Szegedy et al. 2015 / torchvision reference) RandomResizedCrop(
 evaluation: Resize(256) + CenterCrop(224). Normalised with the ImageNet mean/std.
 
 Determinism: the crop/flip of sample i in epoch e is drawn from a generator seeded by (seed, e, i), and the
-shuffle from one seeded by (seed, e). Neither depends on the global RNG, worker count or worker seeding, so a
-resumed run sees the same batches as an uninterrupted one.
+shuffle from one seeded by (seed, e). Neither depends on the global RNG, worker count, worker seeding or DDP rank,
+so a resumed run sees the same batches as an uninterrupted one. Batches are index lists from data/shard.py, so
+DDP shards and a mid-epoch resume never decode an image they skip.
 """
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from typing import Iterator
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.loaders import epoch_seed, first_n
+from data.shard import ShardBatchSampler, ShardPlan
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,32 +97,54 @@ class SeededImageDataset(Dataset):
 
 
 class FolderLoader:
-    """DataLoader over a SeededImageDataset whose shuffle generator is reseeded from (seed, epoch) each pass."""
+    """DataLoader over a SeededImageDataset; the epoch's order is a randperm seeded by (seed, epoch).
+
+    `indices` (None = all) is the subset read, in the order the epoch's permutation refers to.
+    pad_shards: see data/shard.py (True for training).
+    """
 
     def __init__(self, dataset: SeededImageDataset, *, indices: list[int] | None, batch_size: int, shuffle: bool,
-                 num_workers: int, seed: int) -> None:
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers={num_workers!r}; expected an int >= 0")
+                 num_workers: int, seed: int, pad_shards: bool) -> None:
+        check_int("num_workers", num_workers, minimum=0)
         self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+        self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
-        self.generator = torch.Generator()
-        source = dataset if indices is None else Subset(dataset, indices)
-        self.loader = DataLoader(
-            source, batch_size=batch_size, shuffle=shuffle, generator=self.generator, num_workers=num_workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=False,  # workers must see the new epoch
-        )
+        self.num_workers = num_workers
+        self.plan = ShardPlan(len(self.indices), batch_size, pad=pad_shards)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    @property
+    def epoch(self) -> int:
+        return self.plan.epoch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Fix order and augmentation for `epoch`; the next passes start at this rank's batch `start_batch`."""
+        self.plan.set_epoch(epoch, start_batch)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.plan)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Dataset indices in the order of `epoch`."""
+        if not self.shuffle:
+            return self.indices
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        # The draws of DataLoader(shuffle=True, generator=generator), which this loader used before it cut its own
+        # batches: the iterator's base seed for workers, then the RandomSampler's randperm. Keeping them keeps
+        # every (seed, epoch) order of earlier runs.
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        return [self.indices[i] for i in torch.randperm(len(self.indices), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.dataset.epoch = self.epoch
-        self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(self.loader)
+        self.dataset.epoch = self.epoch  # workers are started per pass (not persistent) and copy the new epoch
+        loader = DataLoader(
+            self.dataset, batch_sampler=ShardBatchSampler(self.plan, self.epoch_order),
+            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+        )
+        return iter(loader)
 
 
 def build(
@@ -140,12 +165,16 @@ def build(
     `train_subset` keeps N evenly spaced training samples: ImageFolder sorts samples by class, so the first N
     would hold only the first classes.
     """
+    check_ints(batch_size=batch_size, eval_batch_size=eval_batch_size, image_size=image_size, resize_size=resize_size)
+    check_int("num_workers", num_workers, minimum=0)
     base = Path(root) / folder
     for split in ("train", "val"):
         if not (base / split).is_dir():
             raise FileNotFoundError(
-                f"{base / split} is not a folder; expected {base}/{{train,val}}/<class>/<image>, "
-                f"set DATA_ROOT (and data.folder) to where the dataset lives"
+                f"ImageNet-style folder {base / split} not found; expected {base}/{{train,val}}/<class>/<image> "
+                f"with the same class folders in both: download ILSVRC2012 train and val from image-net.org, sort "
+                f"val into class folders (valprep.sh of the PyTorch ImageNet example), then set DATA_ROOT to the "
+                f"folder holding {folder}/ (or data.root, data.folder)"
             )
     train_folder, val_folder = ImageFolder(str(base / "train")), ImageFolder(str(base / "val"))
     if train_folder.classes != val_folder.classes:
@@ -160,9 +189,9 @@ def build(
     train_set = SeededImageDataset(train_folder, augment=augment, **kw)  # augment=False: the val transform
     val_set = SeededImageDataset(val_folder, augment=False, **kw)
     train = FolderLoader(train_set, indices=indices, batch_size=batch_size, shuffle=True,
-                         num_workers=num_workers, seed=seed)
+                         num_workers=num_workers, seed=seed, pad_shards=True)
     test = FolderLoader(val_set, indices=None, batch_size=eval_batch_size, shuffle=False,
-                        num_workers=num_workers, seed=seed)
+                        num_workers=num_workers, seed=seed, pad_shards=False)
     return DataBundle(
         name=folder, train=train, test=test,
         model_kwargs={"num_classes": len(train_folder.classes), "in_channels": 3},

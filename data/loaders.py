@@ -3,7 +3,8 @@
 These datasets fit in memory (CIFAR-10 train is 150 MB as uint8), so instead of a DataLoader with per-sample
 PIL transforms we index the tensor, augment the whole batch with one gather (`data.augment`) and normalise on
 the fly. Shuffle order and augmentation come from a generator seeded by (seed, epoch) only, so a run resumed
-at epoch e sees exactly the batches an uninterrupted run saw.
+at epoch e sees exactly the batches an uninterrupted run saw. The crop/flip of an epoch is drawn per *position* of
+that order, so under DDP (data/shard.py) a sample's augmentation does not depend on which rank reads it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 
 from data.augment import AugmentSpec, crop_flip, normalize, sample_crop_flip
 from data.bundle import DataBundle
+from data.checks import check_int, check_optional_int
+from data.shard import ShardPlan
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -22,11 +25,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def first_n(total: int, train_subset: int | None) -> int:
     """Validate `train_subset` (None = all) against `total` and return how many leading samples to keep."""
-    if train_subset is None:
-        return total
-    if not isinstance(train_subset, int) or not 1 <= train_subset <= total:
-        raise ValueError(f"train_subset={train_subset!r}; expected null or an int in 1..{total}")
-    return train_subset
+    return total if train_subset is None else check_optional_int("train_subset", train_subset, maximum=total)
 
 
 class InMemoryLoader:
@@ -35,6 +34,8 @@ class InMemoryLoader:
     shuffle/augment are for training; the test loader uses neither and yields a fixed order. The last batch
     may be smaller (no drop_last), as in the LBT official code and torchvision's CIFAR recipe.
     `device` keeps the dataset (and the augmentation work) on that device; batches come out there.
+    pad_shards: under `set_shard` every rank takes the same number of batches, the tail padded by wrapping
+    (training); False: disjoint shards covering the set exactly once (evaluation). See data/shard.py.
     """
 
     def __init__(
@@ -48,14 +49,13 @@ class InMemoryLoader:
         shuffle: bool,
         augment: AugmentSpec | None,
         seed: int,
+        pad_shards: bool,
         device: str | torch.device = "cpu",
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
             raise ValueError(f"mean/std have {len(mean)}/{len(std)} entries; expected {images.shape[1]} (channels)")
         self.device = torch.device(device)
@@ -63,17 +63,25 @@ class InMemoryLoader:
         self.labels = labels.to(self.device, torch.int64)  # (N,)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)  # (C,)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device)  # (C,)
+        self.plan = ShardPlan(images.shape[0], batch_size, pad=pad_shards)  # checks batch_size
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    @property
+    def epoch(self) -> int:
+        return self.plan.epoch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Fix shuffle + augmentation for `epoch`; the next passes start at this rank's batch `start_batch`."""
+        self.plan.set_epoch(epoch, start_batch)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
 
     def __len__(self) -> int:
-        return -(-self.images.shape[0] // self.batch_size)  # ceil: the last partial batch is kept
+        return len(self.plan)  # the last partial batch is kept
 
     def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Order, crop offsets and flips for the whole epoch, drawn on CPU then moved in one copy each."""
@@ -87,11 +95,14 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, offsets, flips = self._epoch_plan()
-        for start in range(0, order.shape[0], self.batch_size):
-            idx = order[start : start + self.batch_size]  # (B,)
+        n = order.shape[0]
+        for batch in self.plan.batches():
+            # A slice of the epoch's order; only a padded tail batch (DDP) runs past its end and wraps round.
+            pos = slice(batch.start, batch.stop) if batch.stop <= n else torch.arange(batch.start, batch.stop,
+                                                                                      device=self.device) % n
+            idx = order[pos]  # (B,)
             x = self.images[idx]  # (B, C, H, W) uint8
             if self.augment is not None:
-                pos = slice(start, start + idx.shape[0])
                 x = crop_flip(x, offsets[pos], flips[pos], pad=self.augment.crop_padding)
             yield normalize(x, self.mean, self.std), self.labels[idx]
 
@@ -105,12 +116,15 @@ def in_memory_bundle(
 
     `train` / `test` are (uint8 images (N, C, H, W), int64 labels (N,)); `train_subset` keeps the first N.
     """
+    check_int("batch_size", batch_size)
+    check_int("eval_batch_size", eval_batch_size)
     (train_x, train_y), (test_x, test_y) = train, test
     n = first_n(train_x.shape[0], train_subset)
     common = dict(mean=mean, std=std, seed=seed, device=device)
     train_loader = InMemoryLoader(train_x[:n], train_y[:n], batch_size=batch_size, shuffle=True, augment=augment,
-                                  **common)
-    test_loader = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None, **common)
+                                  pad_shards=True, **common)
+    test_loader = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None,
+                                 pad_shards=False, **common)
     return DataBundle(name=name, train=train_loader, test=test_loader,
                       model_kwargs={"num_classes": num_classes, "in_channels": int(train_x.shape[1])})
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints, check_optional_int
 from data.sr_images import ImageSource, SRPairs
-from data.sr_patches import SRPatchDataset, SRTrainLoader, make_test_loader
+from data.sr_patches import SRPatchDataset, SRTestLoader, SRTrainLoader
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"  # EDSR authors' Set5/Set14/B100/Urban100 pack
 
 
 def pair_sources(hr_dir: Path, lr_dir: Path, scale: int) -> list[ImageSource]:
@@ -48,8 +50,10 @@ def div2k_sources(root: str | Path, *, split: str, scale: int) -> list[ImageSour
     hr_dir = Path(root) / f"DIV2K_{split}_HR"
     if not hr_dir.is_dir():
         raise FileNotFoundError(
-            f"DIV2K folder {hr_dir} not found; download DIV2K_{split}_HR.zip (and DIV2K_{split}_LR_bicubic_X{scale}"
-            f".zip) from {DIV2K_URL} and unzip into {Path(root)}, or set data.root"
+            f"DIV2K folder {hr_dir} not found; expected {hr_dir}/0001.png (optional LR files "
+            f"{Path(root)}/DIV2K_{split}_LR_bicubic/X{scale}/0001x{scale}.png): download DIV2K_{split}_HR.zip (and "
+            f"DIV2K_{split}_LR_bicubic_X{scale}.zip) from the DIV2K page {DIV2K_URL} and unzip into {Path(root)}, "
+            f"or set DATA_ROOT to the folder holding DIV2K/ (or data.root)"
         )
     return pair_sources(hr_dir, Path(root) / f"DIV2K_{split}_LR_bicubic" / f"X{scale}", scale)
 
@@ -59,18 +63,17 @@ def benchmark_sources(root: str | Path, *, name: str, scale: int) -> list[ImageS
     hr_dir = Path(root) / name / "HR"
     if not hr_dir.is_dir():
         raise FileNotFoundError(
-            f"benchmark folder {hr_dir} not found; put {name} in the EDSR layout {Path(root)}/{name}/HR/*.png "
-            "(LR_bicubic/X<s>/ optional) or set data.benchmark_root"
+            f"benchmark folder {hr_dir} not found; expected {hr_dir}/<image>.png (optional LR files "
+            f"{Path(root)}/{name}/LR_bicubic/X{scale}/<image>x{scale}.png): untar the EDSR benchmark pack "
+            f"{BENCHMARK_URL} (Set5, Set14, B100, Urban100) so that {Path(root)}/{name}/HR exists, or set DATA_ROOT "
+            f"to the folder holding benchmark/ (or data.benchmark_root)"
         )
     return pair_sources(hr_dir, Path(root) / name / "LR_bicubic" / f"X{scale}", scale)
 
 
 def _first(sources: list[ImageSource], limit: int | None, what: str) -> list[ImageSource]:
-    if limit is None:
-        return sources
-    if not isinstance(limit, int) or not 1 <= limit <= len(sources):
-        raise ValueError(f"{what}={limit!r}; expected null or an int in 1..{len(sources)}")
-    return sources[:limit]
+    limit = check_optional_int(what, limit, maximum=len(sources))
+    return sources if limit is None else sources[:limit]
 
 
 def build(
@@ -94,11 +97,19 @@ def build(
     Defaults are EDSR's: 48x48 LR patches, batch 16, 16000 patches (1000 steps) per epoch.
     `preload=False` decodes PNGs per patch (low memory); then use `num_workers` of 8 or more.
     """
+    check_int("scale", scale, minimum=2)
+    check_ints(lr_patch_size=lr_patch_size, batch_size=batch_size, patches_per_epoch=patches_per_epoch)
+    check_int("num_workers", num_workers, minimum=0)
+    check_optional_int("train_limit", train_limit)
+    check_optional_int("test_limit", test_limit)
+    if batch_size > patches_per_epoch:
+        raise ValueError(f"data.batch_size={batch_size} is invalid: use an integer in "
+                         f"1..data.patches_per_epoch={patches_per_epoch}")
     train = _first(div2k_sources(root, split="train", scale=scale), train_limit, "train_limit")
     if test_set == "DIV2K_valid":
         test = div2k_sources(root, split="valid", scale=scale)
     elif benchmark_root is None:
-        raise ValueError(f"test_set={test_set!r} needs data.benchmark_root (the folder holding {test_set}/HR)")
+        raise ValueError(f"data.test_set={test_set!r} needs data.benchmark_root (the folder holding {test_set}/HR)")
     else:
         test = benchmark_sources(benchmark_root, name=test_set, scale=scale)
     test = _first(test, test_limit, "test_limit")
@@ -109,6 +120,6 @@ def build(
     return DataBundle(
         name=f"div2k_x{scale}_{test_set}",
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
-        test=make_test_loader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),
+        test=SRTestLoader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),
         model_kwargs={"scale": scale, "in_channels": 3},
     )

@@ -5,7 +5,8 @@ the same place, then a random horizontal flip, vertical flip and 90-degree rotat
 probability 1/2. An "epoch" is `patches_per_epoch` patches drawn so every image is visited equally often
 (EDSR repeats DIV2K 20 times per epoch for the same reason). Which image, where, and which flips are all
 drawn in `set_epoch` from a generator seeded by (seed, epoch) only, so a resumed run and any number of
-DataLoader workers see exactly the same batches.
+DataLoader workers see exactly the same batches. Patch i of an epoch is a function of (seed, epoch, i), so the DDP
+shards of data/shard.py read the very patches one process would, and a mid-epoch resume skips by patch number.
 
 Values: float32 in [0, 1] (uint8 / 255); the model subtracts the RGB mean itself (models/edsr.py).
 """
@@ -16,7 +17,9 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.checks import check_int
 from data.loaders import epoch_seed
+from data.shard import ShardBatchSampler, ShardPlan
 from data.sr_images import SRPairs
 
 
@@ -24,16 +27,14 @@ class SRPatchDataset(Dataset):
     """Item i: (lr (3, p, p), hr (3, s*p, s*p)) float32 in [0, 1], a pure function of (seed, epoch, i)."""
 
     def __init__(self, pairs: SRPairs, *, lr_patch_size: int, patches_per_epoch: int, augment: bool, seed: int):
-        if not isinstance(lr_patch_size, int) or lr_patch_size < 1:
-            raise ValueError(f"lr_patch_size={lr_patch_size!r}; expected a positive int (EDSR uses 48)")
-        if not isinstance(patches_per_epoch, int) or patches_per_epoch < 1:
-            raise ValueError(f"patches_per_epoch={patches_per_epoch!r}; expected a positive int")
+        check_int("lr_patch_size", lr_patch_size)
+        check_int("patches_per_epoch", patches_per_epoch)
         if pairs.cache is not None:
             small = [pairs.names[i] for i, (lr, _) in enumerate(pairs.cache) if min(lr.shape[-2:]) < lr_patch_size]
             if small:
                 raise ValueError(
-                    f"training images {small} have an LR side below lr_patch_size={lr_patch_size}; "
-                    "lower lr_patch_size or drop those images"
+                    f"training images {small} have an LR side below data.lr_patch_size={lr_patch_size}; "
+                    "lower data.lr_patch_size or drop those images"
                 )
         self.pairs = pairs
         self.lr_patch_size = lr_patch_size
@@ -81,29 +82,35 @@ class SRPatchDataset(Dataset):
 class SRTrainLoader:
     """Batches (lr (B, 3, p, p), hr (B, 3, s*p, s*p)) of an SRPatchDataset; full batches only.
 
-    Dropping the last partial batch keeps every step at the same batch size (EDSR trains with a fixed 16).
+    Dropping the last partial batch keeps every step at the same batch size (EDSR trains with a fixed 16); under
+    DDP the partial last *global* batch is dropped, so no padding is needed (data/shard.py).
     Workers are started per epoch (not persistent) so each one sees the plan drawn by the latest set_epoch.
     """
 
     def __init__(self, dataset: SRPatchDataset, *, batch_size: int, num_workers: int = 0) -> None:
         if not isinstance(batch_size, int) or not 1 <= batch_size <= len(dataset):
-            raise ValueError(f"batch_size={batch_size!r}; expected an int in 1..patches_per_epoch={len(dataset)}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers={num_workers!r}; expected an int >= 0")
+            raise ValueError(f"data.batch_size={batch_size!r} is invalid: use an integer in "
+                             f"1..data.patches_per_epoch={len(dataset)}")
+        check_int("num_workers", num_workers, minimum=0)
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.plan = ShardPlan(len(dataset), batch_size, pad=True, drop_last=True)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Draw epoch `epoch`'s patches; the next passes start at this rank's batch `start_batch`."""
+        self.plan.set_epoch(epoch, start_batch)
         self.dataset.set_epoch(epoch)
 
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
+
     def __len__(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=False, drop_last=True, num_workers=self.num_workers
-        )
+        # Positions are patch numbers: the dataset already holds the epoch's plan in order.
+        loader = DataLoader(self.dataset, batch_sampler=ShardBatchSampler(self.plan), num_workers=self.num_workers)
         return iter(loader)
 
 
@@ -121,6 +128,25 @@ class SRImageDataset(Dataset):
         return lr.float().div_(255), hr.float().div_(255)
 
 
-def make_test_loader(pairs: SRPairs, *, num_workers: int = 0) -> DataLoader:
-    """One image per batch, (1, 3, h, w) and (1, 3, s*h, s*w): test images differ in size."""
-    return DataLoader(SRImageDataset(pairs), batch_size=1, shuffle=False, num_workers=num_workers)
+class SRTestLoader:
+    """One whole test image per batch, (1, 3, h, w) and (1, 3, s*h, s*w): test images differ in size.
+
+    `set_shard(rank, world)` keeps a contiguous block of the images (data/shard.py), the blocks covering the set.
+    """
+
+    def __init__(self, pairs: SRPairs, *, num_workers: int = 0) -> None:
+        check_int("num_workers", num_workers, minimum=0)
+        self.dataset = SRImageDataset(pairs)
+        self.num_workers = num_workers
+        self.plan = ShardPlan(len(self.dataset), 1, pad=False)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(self.dataset, batch_sampler=ShardBatchSampler(self.plan), num_workers=self.num_workers)
+        return iter(loader)
+

@@ -12,8 +12,9 @@ from typing import Sequence
 import skimage.data
 
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints
 from data.sr_images import SRPairs, to_rgb_uint8
-from data.sr_patches import SRPatchDataset, SRTrainLoader, make_test_loader
+from data.sr_patches import SRPatchDataset, SRTestLoader, SRTrainLoader
 
 #: Images bundled in the scikit-image wheel itself (loading them never downloads). `cat` is `chelsea`.
 SHIPPED = (
@@ -51,6 +52,12 @@ def build(
 
     train: (lr (B, 3, p, p), hr (B, 3, s*p, s*p)), p = lr_patch_size; test: one (1, 3, h, w) image at a time.
     """
+    check_int("scale", scale, minimum=2)
+    check_ints(lr_patch_size=lr_patch_size, batch_size=batch_size, patches_per_epoch=patches_per_epoch)
+    check_int("num_workers", num_workers, minimum=0)
+    if batch_size > patches_per_epoch:
+        raise ValueError(f"data.batch_size={batch_size} is invalid: use an integer in "
+                         f"1..data.patches_per_epoch={patches_per_epoch}")
     train_images, test_images = list(train_images), list(test_images)
     shared = sorted(set(train_images) & set(test_images))
     if shared:
@@ -67,6 +74,6 @@ def build(
     return DataBundle(
         name=f"skimage_sr_x{scale}",
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
-        test=make_test_loader(test_pairs),
+        test=SRTestLoader(test_pairs),
         model_kwargs={"scale": scale, "in_channels": 3},
     )

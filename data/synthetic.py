@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from data.augment import AugmentSpec
 from data.bundle import DataBundle
+from data.checks import check_int, check_ints, check_optional_int
 from data.loaders import in_memory_bundle
 
 
@@ -53,12 +54,12 @@ def build(
     data_seed: int = 0,
 ) -> DataBundle:
     """Synthetic bundle. `root` and `num_workers` are accepted for a uniform data config and unused."""
-    for key, value in (("num_train", num_train), ("num_test", num_test), ("num_classes", num_classes),
-                       ("in_channels", in_channels), ("image_size", image_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"synthetic {key}={value!r}; expected a positive int")
-    if noise < 0:
-        raise ValueError(f"synthetic noise={noise!r}; expected >= 0")
+    check_ints(num_train=num_train, num_test=num_test, num_classes=num_classes, in_channels=in_channels,
+               image_size=image_size, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    check_int("num_workers", num_workers, minimum=0)
+    check_optional_int("train_subset", train_subset, maximum=num_train)
+    if not isinstance(noise, (int, float)) or noise < 0:
+        raise ValueError(f"data.noise={noise!r} is invalid: use a number >= 0")
     generator = torch.Generator().manual_seed(data_seed)
     templates = class_templates(
         num_classes=num_classes, in_channels=in_channels, image_size=image_size, generator=generator

@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.reduce import all_reduce_sum
+
 
 class ClassificationTask:
     metric = "top1"
@@ -24,6 +26,10 @@ class ClassificationTask:
         return F.cross_entropy(model(x), y, label_smoothing=self.label_smoothing)
 
     def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
+        """Metrics over the whole test set: under DDP `loader` is this rank's shard and the sums are all-reduced.
+
+        Every rank must call it (one collective) and gets the same result; a rank with an empty shard is fine.
+        """
         # Accumulate on device and sync once at the end: no per-batch .item().
         correct1 = torch.zeros((), device=device)
         correct5 = torch.zeros((), device=device)
@@ -38,7 +44,9 @@ class ClassificationTask:
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
             count += y.shape[0]
-        if count == 0:
+        sums = all_reduce_sum(torch.stack([correct1, correct5, loss_sum, torch.tensor(float(count), device=device)]))
+        *means, total = torch.cat([sums[:3] / sums[3], sums[3:]]).tolist()  # the one host sync
+        if total == 0:
             raise ValueError("the evaluation loader is empty: check the test split of the dataset")
-        top1, top5, loss = (torch.stack([correct1, correct5, loss_sum]) / count).tolist()
+        top1, top5, loss = means
         return {"top1": 100.0 * top1, "top5": 100.0 * top5, "loss": loss}

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from tasks.reduce import all_reduce_sum
+
 #: ITU-R BT.601 RGB -> Y weights for RGB in [0, 1] and Y on the 0..255 scale (MATLAB `rgb2ycbcr`).
 BT601_Y_WEIGHTS = (65.481, 128.553, 24.966)
 SSIM_WINDOW = 11
@@ -99,6 +101,10 @@ class SuperResolutionTask:
         return crop_border(image, border)
 
     def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
+        """Means over all test images: under DDP `loader` is this rank's shard and the sums are all-reduced.
+
+        Every rank must call it (one collective) and gets the same result; a rank with an empty shard is fine.
+        """
         # Sums stay on device; one host sync at the end.
         psnr_sum = torch.zeros((), device=device)
         ssim_sum = torch.zeros((), device=device)
@@ -118,7 +124,8 @@ class SuperResolutionTask:
             psnr_sum += psnr(pred, target).sum()
             ssim_sum += ssim(pred, target).sum()
             count += hr.shape[0]
-        if count == 0:
+        sums = all_reduce_sum(torch.stack([psnr_sum, ssim_sum, loss_sum, torch.tensor(float(count), device=device)]))
+        psnr_mean, ssim_mean, loss, total = torch.cat([sums[:3] / sums[3], sums[3:]]).tolist()  # the one host sync
+        if total == 0:
             raise ValueError("the evaluation loader is empty: check the test split of the dataset")
-        psnr_mean, ssim_mean, loss = (torch.stack([psnr_sum, ssim_sum, loss_sum]) / count).tolist()
         return {"psnr": psnr_mean, "ssim": ssim_mean, "loss": loss}

@@ -86,5 +86,5 @@ def test_missing_cifar_and_bad_variant_are_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py") as err:
         cifar.build(root=tmp_path, num_classes=10)
     assert "\n" not in str(err.value) and "DATA_ROOT" in str(err.value)
-    with pytest.raises(ValueError, match="expected 10 or 100"):
+    with pytest.raises(ValueError, match="use 10 or 100"):
         cifar.build(root=tmp_path, num_classes=20)

@@ -1,11 +1,15 @@
-"""ImageFolder bundle on generated PNGs in the real train/val/<class>/ layout; per-(seed, epoch) determinism."""
+"""ImageFolder bundle on generated PNGs in the real train/val/<class>/ layout; per-(seed, epoch) determinism,
+DDP shards and mid-epoch resume."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from data import image_folder
 from data.image_folder import random_resized_crop_box
+from data.loaders import epoch_seed
+from sharding import check_resume, check_test_shards, check_train_shards, epoch_samples
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -70,3 +74,41 @@ def test_missing_split_is_a_one_line_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train") as err:
         image_folder.build(root=tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_train_order_is_the_one_a_seeded_shuffling_dataloader_gave(root):
+    # Runs started before the loader cut its own batches keep their (seed, epoch) orders.
+    loader = _build(root, augment=False).train
+    reference = DataLoader(loader.dataset, batch_size=4, shuffle=True,
+                           generator=torch.Generator().manual_seed(epoch_seed(5, 3)))
+    assert all(torch.equal(ya, yb) and torch.equal(xa, xb)
+               for (xa, ya), (xb, yb) in zip(_epoch(loader, 3), reference, strict=True))
+
+
+def _shard(loader, rank, world):
+    loader.set_shard(rank, world)
+    return loader
+
+
+@pytest.mark.parametrize("train_subset", [None, 7])  # 12 = 3 x 4 samples; 7 = 4 + 3 (padded by one sample)
+def test_two_train_shards_together_are_the_one_process_double_batch(root, train_subset):
+    single = epoch_samples(_build(root, batch_size=4, train_subset=train_subset).train, epoch=2)
+    ranks = [epoch_samples(_shard(_build(root, batch_size=2, train_subset=train_subset).train, r, 2), epoch=2)
+             for r in range(2)]
+    check_train_shards(single, ranks, world=2)
+
+
+def test_two_val_shards_are_disjoint_and_complete(root):
+    single = epoch_samples(_build(root, eval_batch_size=4).test, epoch=0)
+    ranks = [epoch_samples(_shard(_build(root, eval_batch_size=4).test, r, 2), epoch=0) for r in range(2)]
+    check_test_shards(single, ranks)
+
+
+def test_resume_mid_epoch_skips_batches_without_decoding_them(root):
+    check_resume(lambda: _shard(_build(root).train, 1, 2), epoch=1, start_batch=1)
+    loader = _build(root).train  # 12 images, 3 batches of 4
+    decoded = []
+    read = loader.dataset.folder.loader
+    loader.dataset.folder.loader = lambda path: decoded.append(path) or read(path)
+    assert len(epoch_samples(loader, epoch=1, start_batch=2)) == 1 and len(loader) == 3
+    assert len(decoded) == 4  # only the last batch's images were read

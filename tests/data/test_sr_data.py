@@ -14,6 +14,7 @@ from data import sr_folders, sr_skimage
 from data.bundle import DataBundle
 from data.sr_images import SRPairs, bicubic_downsample, load_pair
 from data.sr_patches import SRPatchDataset
+from sharding import check_resume, check_test_shards, check_train_shards, epoch_samples, unbatch
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "data"
 
@@ -192,3 +193,33 @@ def test_data_configs_instantiate(name, tmp_path):
     assert len(list(bundle.test)) == {"skimage_sr": 1, "div2k": 2, "sr_benchmark": 2}[name]
     lr, hr = next(iter(bundle.train))
     assert hr.shape[-1] == 2 * lr.shape[-1] == 12
+
+
+def _shard(loader, rank, world):
+    loader.set_shard(rank, world)
+    return loader
+
+
+def test_two_train_shards_together_are_the_one_process_double_batch(tmp_path):
+    write_div2k(tmp_path, scale=2)
+    # 14 patches: 3 global batches of 2 x 2, the partial 4th dropped (drop_last), on one process as on two
+    single = epoch_samples(_small_div2k(tmp_path, batch_size=4, patches_per_epoch=14).train, epoch=2)
+    ranks = [epoch_samples(_shard(_small_div2k(tmp_path, batch_size=2, patches_per_epoch=14).train, r, 2), epoch=2)
+             for r in range(2)]
+    assert len(single) == 3
+    check_train_shards(single, ranks, world=2)
+
+
+def test_test_shards_are_disjoint_and_complete_even_with_an_empty_rank(tmp_path):
+    write_div2k(tmp_path, scale=2)
+    bundle = _small_div2k(tmp_path)
+    single = [unbatch(batch) for batch in bundle.test]
+    for world in (2, 3):  # 2 images on 3 ranks: one rank gets none
+        ranks = [[unbatch(batch) for batch in _shard(_small_div2k(tmp_path).test, r, world)] for r in range(world)]
+        check_test_shards(single, ranks)
+
+
+def test_resume_mid_epoch_yields_the_uninterrupted_patches(tmp_path):
+    write_div2k(tmp_path, scale=2)
+    check_resume(lambda: _shard(_small_div2k(tmp_path).train, 0, 1), epoch=4, start_batch=2)
+    check_resume(lambda: _shard(_small_div2k(tmp_path, batch_size=2).train, 1, 2), epoch=4, start_batch=1)

@@ -1,0 +1,36 @@
+"""Combine per-rank evaluation results over DDP processes; plain pass-throughs in a single process.
+
+Under DDP every rank evaluates its own disjoint shard of the test set (data/shard.py). Metrics that are means over
+samples are kept as sums and counts on device and summed over ranks ONCE at the end; metrics that need every
+prediction at once (detection mAP) gather the per-image results. Every rank must call these (they are collectives),
+and every rank gets the same totals.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over all ranks in place and return it; unchanged when torch.distributed is not initialized."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (pickled; keep it small and on CPU); [obj] alone.
+
+    With NCCL, torch.cuda.set_device(local_rank) must have been called (torch.distributed's own requirement).
+    """
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
