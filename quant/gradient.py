@@ -14,6 +14,11 @@ finite passes through unchanged and increments the on-device `skipped` counter (
 All per-step work is on device inside the backward, including the policy's buffer update, so the function traces
 into a compiled backward graph (torch.compile supports buffer mutation there; checked by the tests).
 
+Deferred mode (`deferred`, set by quant.set_deferred_updates; docs/methods.md §1.7): the backward leaves `gamma`
+and `skipped` alone and adds one row (PENDING_NAMES) to the layer's `pending` tensor instead;
+quant.apply_deferred_updates reduces every layer's row over the ranks and applies the policy's update. Each rank
+still quantizes its own dL/dY with its own g_max; only the statistics that move gamma are shared.
+
 Statistics (only when `recording`; METHODS 1.5): E(G) = mean|g_hat - g| / g_max over all elements,
 E(G_L) = the same over the top `large_fraction` of |g|, the clipped fraction r, the gamma used, and g_max.
 They land in the small `stats` buffer that quant.drain_grad_stats reads on logging steps.
@@ -32,6 +37,9 @@ from quant.state import OptionalStateMixin
 
 # Layout of GradQuantizer.stats: a "fresh" flag (recorded since the last drain), then the statistics.
 STAT_NAMES = ("E_G", "E_GL", "clip_frac", "gamma", "g_max")
+# Layout of GradQuantizer.pending, sums over the backward passes since the last apply_deferred_updates: tensors
+# skipped, tensors that may move gamma, and their gamma used and clipped fraction (zero where they may not).
+PENDING_NAMES = ("skipped", "valid", "gamma_used", "clip_frac")
 
 
 def _large_gradient_error(abs_error: Tensor, g: Tensor, fraction: float) -> Tensor:
@@ -49,11 +57,12 @@ class _QuantizeGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, bits: int,
-                policy: GradPolicy, recording: bool, warming_up: bool, large_fraction: float) -> Tensor:
-        ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed = gamma, skipped, stats, warmed
+    def forward(ctx, y: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, pending: Tensor,
+                bits: int, policy: GradPolicy, recording: bool, warming_up: bool, deferred: bool,
+                large_fraction: float) -> Tensor:
+        ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed, ctx.pending = gamma, skipped, stats, warmed, pending
         ctx.bits, ctx.policy, ctx.recording, ctx.warming_up = bits, policy, recording, warming_up
-        ctx.large_fraction = large_fraction
+        ctx.deferred, ctx.large_fraction = deferred, large_fraction
         # A copy, not `y` or a view of it: an in-place op after the layer (ReLU(inplace=True) in VGG, AlexNet)
         # on a custom Function's view output is an autograd error. torch.compile fuses the copy away.
         return y.clone()
@@ -82,21 +91,32 @@ class _QuantizeGradient(torch.autograd.Function):
                 _large_gradient_error(abs_error, g, ctx.large_fraction) * scale,
                 clip_fraction, gamma_used, g_max]))
 
-        gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
-            else gamma_used
-        if ctx.warming_up:
-            gamma_next = policy.warmup_gamma(g, g_max, bits)
-            ctx.warmed.logical_or_(valid)
-        gamma.copy_(torch.where(valid, gamma_next, gamma))
-        ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
-        return g_hat.to(g_out.dtype), None, None, None, None, None, None, None, None, None
+        if ctx.deferred:  # quant.apply_deferred_updates reduces this row over the ranks, then moves gamma
+            zero = torch.zeros_like(g_max)
+            ctx.pending.add_(torch.stack([
+                (~valid).to(zero.dtype), valid.to(zero.dtype), torch.where(valid, gamma_used, zero),
+                zero if clip_fraction is None else torch.where(valid, clip_fraction, zero)]))
+        else:
+            gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
+                else gamma_used
+            if ctx.warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
+                gamma_next = policy.warmup_gamma(g, g_max, bits)
+                ctx.warmed.logical_or_(valid)
+            gamma.copy_(torch.where(valid, gamma_next, gamma))
+            ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
+        return g_hat.to(g_out.dtype), None, None, None, None, None, None, None, None, None, None, None
 
 
 class GradQuantizer(OptionalStateMixin, nn.Module):
-    """Per-layer gradient quantizer and its state: `gamma`, `skipped` (saved), `warmed` (saved), `stats`.
+    """Per-layer gradient quantizer and its state: `gamma`, `skipped` (saved), `warmed` (saved), `stats`, `pending`.
 
-    `recording` and `warming_up` are python flags (set by quant.set_recording / quant.warmup_grad_intervals);
-    torch.compile specialises on them, so a step without recording traces no statistics at all.
+    `recording`, `warming_up` and `deferred` are python flags (set by quant.set_recording,
+    quant.warmup_grad_intervals, quant.set_deferred_updates); torch.compile specialises on them, so a step without
+    recording traces no statistics at all.
+
+    `pending` is a plain tensor attribute, not a buffer: DDP's broadcast_buffers re-sends rank 0's buffers before
+    each synchronised forward, which would overwrite what the other ranks accumulated under `no_sync` (gradient
+    accumulation). `_apply` moves it with the module (`.to(device)`).
     """
 
     def __init__(self, bits: int, policy: GradPolicy, *, large_fraction: float = 1e-3, device=None) -> None:
@@ -108,12 +128,26 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
         self.register_buffer("skipped", torch.zeros((), device=device))
         self.register_buffer("warmed", torch.zeros((), dtype=torch.bool, device=device))
         self.register_buffer("stats", torch.zeros(1 + len(STAT_NAMES), device=device), persistent=False)
+        self.deferred = False
+        self.pending = torch.zeros(len(PENDING_NAMES), device=device)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.pending = fn(self.pending)
+        return self
 
     def forward(self, y: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and y.requires_grad):
             return y
-        return _QuantizeGradient.apply(y, self.gamma, self.skipped, self.stats, self.warmed, self.bits, self.policy,
-                                       self.recording, self.warming_up, self.large_fraction)
+        return _QuantizeGradient.apply(y, self.gamma, self.skipped, self.stats, self.warmed, self.pending, self.bits,
+                                       self.policy, self.recording, self.warming_up, self.deferred,
+                                       self.large_fraction)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, policy={self.policy}"
+
+
+def named_grad_quantizers(model: nn.Module) -> list[tuple[str, GradQuantizer]]:
+    """(layer name, its GradQuantizer); the layer name is the module name in named_modules ("layer1.0.conv1")."""
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper names everything "_orig_mod.*"
+    return [(name.rpartition(".")[0], m) for name, m in model.named_modules() if isinstance(m, GradQuantizer)]

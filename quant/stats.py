@@ -7,13 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from quant.gradient import STAT_NAMES, GradQuantizer
-
-
-def _grad_quantizers(model: nn.Module) -> list[tuple[str, GradQuantizer]]:
-    """(layer name, its GradQuantizer); the layer name is the module name in named_modules ("layer1.0.conv1")."""
-    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper names everything "_orig_mod.*"
-    return [(name.rpartition(".")[0], m) for name, m in model.named_modules() if isinstance(m, GradQuantizer)]
+from quant.gradient import STAT_NAMES, named_grad_quantizers
 
 
 def set_recording(model: nn.Module, enabled: bool) -> None:
@@ -21,7 +15,7 @@ def set_recording(model: nn.Module, enabled: bool) -> None:
 
     The flag travels with the forward into its backward, so set it before the logging step's forward.
     """
-    for _, quantizer in _grad_quantizers(model):
+    for _, quantizer in named_grad_quantizers(model):
         quantizer.recording = enabled
 
 
@@ -31,7 +25,7 @@ def drain_grad_stats(model: nn.Module) -> dict[str, float]:
     Keys: "E_G/<layer>", "E_GL/<layer>", "clip_frac/<layer>", "gamma/<layer>", "g_max/<layer>" and
     "grad/skipped_tensors" (zero or non-finite gradient tensors passed through unquantized, in total).
     """
-    layers = _grad_quantizers(model)
+    layers = named_grad_quantizers(model)
     if not layers:
         return {}
     table = torch.stack([q.stats for _, q in layers])  # (L, 1 + S): fresh flag, statistics

@@ -1,4 +1,4 @@
-"""First-batch warm-up of the gradient intervals (LBT official code, METHODS 1.3), run once before training."""
+"""First-batch warm-up of the gradient intervals (LBT official code, docs/methods.md §1.6), run once before training."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,6 +20,8 @@ def warmup_grad_intervals(model: nn.Module, loss_closure: Callable[[], torch.Ten
 
     The pass also initialises the forward intervals (s_W, u_A) from this batch, as the official code does, and
     runs eagerly even on a torch.compile'd model, so the compiled step never traces that one-off work.
+    Its passes never defer gamma updates (quant.set_deferred_updates): the warm-up is each rank's own, and
+    quant.sync_quant_state reconciles the ranks afterwards (docs/methods.md §1.6-1.7).
     """
     if max_iters < 1:
         raise ValueError(f"max_iters={max_iters} is invalid: use an integer >= 1")
@@ -29,7 +31,11 @@ def warmup_grad_intervals(model: nn.Module, loss_closure: Callable[[], torch.Ten
     if not pending and not needs_init:
         return
     params = list(model.parameters())
+    grad_quantizers = [m for m in modules if isinstance(m, GradQuantizer)]
+    deferred = [m.deferred for m in grad_quantizers]
     try:
+        for m in grad_quantizers:
+            m.deferred = False
         for m in pending:
             m.warming_up = True
         with torch.compiler.set_stance("force_eager"):
@@ -40,8 +46,7 @@ def warmup_grad_intervals(model: nn.Module, loss_closure: Callable[[], torch.Ten
                     break
                 pending = waiting
     finally:
-        for m in modules:
-            if isinstance(m, GradQuantizer):
-                m.warming_up = False
+        for m, was_deferred in zip(grad_quantizers, deferred):
+            m.warming_up, m.deferred = False, was_deferred
         for p in params:
             p.grad = None
