@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+WRITE_ERRNOS = _NO_SPACE + _NOT_WRITABLE  # the errors explain_write_error turns into one line
 
 
 def _causes(err: BaseException) -> Iterator[BaseException]:

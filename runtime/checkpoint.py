@@ -42,11 +42,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save(run_dir: Path, **state: Any) -> None:
     """Write `run_dir/checkpoint.pt` atomically, keeping the one it replaces as `checkpoint.prev.pt`.
 
-    `state` holds plain objects and state_dicts. A full disk raises a one-line OSError and leaves both files as they
-    were.
+    `state` holds plain objects and state_dicts; `rng` defaults to this process's RNG state (the trainer passes
+    every rank's under DDP). A full disk raises a one-line OSError and leaves both files as they were.
     """
     run_dir = Path(run_dir)
-    atomic.torch_save(run_dir / CHECKPOINT_NAME, {**state, "rng": rng_state()}, previous=run_dir / PREVIOUS_NAME)
+    atomic.torch_save(run_dir / CHECKPOINT_NAME, {"rng": rng_state(), **state}, previous=run_dir / PREVIOUS_NAME)
 
 
 def _read(path: Path) -> dict[str, Any]:

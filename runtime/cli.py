@@ -113,6 +113,8 @@ def _type_error(key: str, default: Any, value: Any, typed: str) -> str | None:
     """One line if `value` cannot stand where the composed default is an int, float or bool."""
     if any(isinstance(v, str) and "${" in v for v in (default, value)):
         return None  # an interpolation: its type is that of another key
+    if value is None:
+        return None  # null switches some settings off (checkpoint_every_min=null); the trainer's specs check the rest
     if key in INT_OR_NULL:
         ok, want = value is None or (isinstance(value, int) and not isinstance(value, bool)), "an integer or null"
     elif isinstance(default, bool):

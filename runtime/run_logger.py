@@ -146,3 +146,18 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish(exit_code=exit_code)
             self._wandb = None
+
+
+class NullLogger:
+    """The logger of ranks > 0 under DDP: rank 0 alone writes metrics.jsonl and W&B."""
+
+    wandb_id = None
+
+    def log(self, metrics: dict[str, float], *, step: int, epoch: int) -> None:
+        pass
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass

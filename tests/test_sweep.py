@@ -18,7 +18,8 @@ def test_multirun_sweep_builds_its_table_and_records_the_failed_job(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]  # 2 of the 6 jobs failed
+    assert result.stderr.strip().splitlines()[-1] == f"2/6 jobs failed (see {tmp_path / 'tiny_sweep' / 'table.md'})"
     sweep = tmp_path / "tiny_sweep"
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
     assert len(summaries) == 6
@@ -34,7 +35,9 @@ def test_multirun_sweep_builds_its_table_and_records_the_failed_job(tmp_path):
     for model, quantizer in section.rows:
         for bits in section.columns:
             run = finished[(quantizer, bits)]
-            assert section.cells[(model, quantizer, bits)].values == (run["final"]["test/top1"],)
+            assert section.cells[(model, quantizer, bits)].final.values == (run["final"]["test/top1"],)
+            assert section.cells[(model, quantizer, bits)].best.values == (run["best"]["test/top1"],)
     assert len(table.excluded) == 2
+    assert {(s["model"], s["data"], s["task"]) for s in finished.values()} == {("resnet20", "synthetic", "classification")}
     # The sweep-summary callback wrote the same table into the sweep folder.
     assert "minmax" in (sweep / "table.md").read_text() and (sweep / "table.csv").exists()
