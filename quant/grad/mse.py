@@ -1,4 +1,4 @@
-"""MSE-optimal gradient interval over the entire gradient (docs/methods.md §1.3, the paper's "entire-gradient" optimum).
+"""MSE-optimal interval over the entire gradient (the paper's "entire-gradient" optimum; docs/methods.md §1.3).
 
 Each backward, gamma minimises the expected squared quantization error of the whole tensor under stochastic
 rounding: f(1-f)D^2 for in-range elements, (|g| - c)^2 for clipped ones (quant.primitives.expected_squared_error).
