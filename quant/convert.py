@@ -18,7 +18,7 @@ _SWAPS = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
 
 
 def _kept_first_last(candidates: list[tuple[str, nn.Module]]) -> set[str]:
-    """Names of the first nn.Conv2d and the last nn.Linear, in named_modules order (METHODS 1.1)."""
+    """Names of the first nn.Conv2d and the last nn.Linear, in named_modules order (docs/methods.md §1.1)."""
     convs = [name for name, m in candidates if type(m) is nn.Conv2d]
     linears = [name for name, m in candidates if type(m) is nn.Linear]
     return set(convs[:1] + linears[-1:])
@@ -48,7 +48,8 @@ def quantize_(model: nn.Module, spec: QuantSpec,
 
 
 def quant_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The learnable intervals (s_W, u_A) of every quantized layer, for their own optimizer group (METHODS 1.4)."""
+    """The learnable intervals (s_W, u_A) of every quantized layer, for their own optimizer group (§1.4 of
+    docs/methods.md)."""
     params = []
     for m in model.modules():
         if isinstance(m, WeightQuantizer):

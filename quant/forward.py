@@ -1,6 +1,7 @@
 """Weight and activation fake-quantization with a learnable interval and a straight-through estimator.
 
-LBT paper (Kim et al., ECCV 2024), METHODS 1.4, following the official code (cvlab-yonsei/LBT, models/modules.py):
+LBT paper (Kim et al., ECCV 2024), docs/methods.md §1.4, following the official code (cvlab-yonsei/LBT,
+models/modules.py):
 - weights: symmetric grid, 2^b - 1 values in [-s_W, s_W], s_W initialised to 3 * std(W);
 - activations: unsigned grid, 2^b values in [0, u_A], u_A initialised to 3 * std(x) / sqrt(1 - 2/pi); when the
   first batch has negative inputs the grid is symmetric in [-u_A, u_A] and u_A = 3 * std(x) (official code).
@@ -27,7 +28,7 @@ def _grid(upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Ten
     `signed` is a 0/1 number, possibly a buffer decided on device, so one traced graph serves both grids.
     """
     lo = -upper * signed
-    levels = unsigned_levels(bits) - signed  # signed: 2^b - 2 steps, D = 2u / (2^b - 2) (METHODS 1.2)
+    levels = unsigned_levels(bits) - signed  # signed: 2^b - 2 steps, D = 2u / (2^b - 2) (docs/methods.md §1.2)
     return lo, (upper - lo) / levels, levels
 
 
@@ -77,7 +78,7 @@ class _IntervalQuantizer(OptionalStateMixin, nn.Module):
 
 
 class WeightQuantizer(_IntervalQuantizer):
-    """Symmetric per-tensor weight quantizer, learnable s_W (METHODS 1.4)."""
+    """Symmetric per-tensor weight quantizer, learnable s_W (docs/methods.md §1.4)."""
 
     def __init__(self, bits: int, device=None) -> None:
         super().__init__(bits, device)

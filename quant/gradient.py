@@ -1,4 +1,6 @@
-"""Output-gradient quantization: identity in forward, quantized error signal in backward (METHODS 1.1-1.2, 1.5).
+"""Output-gradient quantization: identity in forward, quantized error signal in backward.
+
+docs/methods.md §1.1-1.2 (what and how), §1.5 (statistics), §1.7 (deferred updates under DDP).
 
 A quantized layer computes `y = op(Qa(x), Qw(w))` and returns `GradQuantizer(y)`. In backward, the incoming
 `g = dL/dy` is replaced by `g_hat` before autograd runs the op's own backward, so BOTH dL/dW and dL/dX are
@@ -19,7 +21,7 @@ and `skipped` alone and adds one row (PENDING_NAMES) to the layer's `pending` te
 quant.apply_deferred_updates reduces every layer's row over the ranks and applies the policy's update. Each rank
 still quantizes its own dL/dY with its own g_max; only the statistics that move gamma are shared.
 
-Statistics (only when `recording`; METHODS 1.5): E(G) = mean|g_hat - g| / g_max over all elements,
+Statistics (only when `recording`; docs/methods.md §1.5): E(G) = mean|g_hat - g| / g_max over all elements,
 E(G_L) = the same over the top `large_fraction` of |g|, the clipped fraction r, the gamma used, and g_max.
 They land in the small `stats` buffer that quant.drain_grad_stats reads on logging steps.
 """
@@ -43,7 +45,7 @@ PENDING_NAMES = ("skipped", "valid", "gamma_used", "clip_frac")
 
 
 def _large_gradient_error(abs_error: Tensor, g: Tensor, fraction: float) -> Tensor:
-    """mean |g_hat - g| over the top `fraction` of |g| (G_L, METHODS 1.3); topk only runs on logging steps."""
+    """mean |g_hat - g| over the top `fraction` of |g| (G_L, docs/methods.md §1.3); topk only runs on logging steps."""
     k = max(1, math.ceil(fraction * g.numel()))
     index = g.reshape(-1).abs().topk(k, sorted=False).indices  # (k,)
     return abs_error.reshape(-1)[index].mean()

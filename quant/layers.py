@@ -1,4 +1,4 @@
-"""QConv2d / QLinear: drop-in subclasses that quantize W and A in forward and dL/dY in backward (METHODS 1.1).
+"""QConv2d / QLinear: drop-in subclasses that quantize W and A in forward and dL/dY in backward (docs/methods.md §1.1).
 
 They subclass nn.Conv2d / nn.Linear, so `weight` and `bias` keep their names and a full-precision state_dict
 loads into them; the quantizers are submodules `wq` (s_W), `aq` (u_A) and `gq` (gamma, counters), or

@@ -1,14 +1,14 @@
 """Pure uniform-grid quantization functions: no state, no autograd, no modules (STYLE.md point 5, layer 1).
 
 A uniform grid is `lo + k * step` for integer `k` in `[0, levels]` (so `levels + 1` values). Two grids are used
-by the LBT paper (Kim et al., ECCV 2024, METHODS 1.2 and 1.4):
+by the LBT paper (Kim et al., ECCV 2024, docs/methods.md §1.2 and §1.4):
 
 - symmetric, `2^b - 1` values in `[-c, c]`, step `D = 2c / (2^b - 2)`; zero is a value (`k = levels / 2`).
   Weights, signed activations and gradients use it.
 - unsigned, `2^b` values in `[0, u]`, step `u / (2^b - 1)`. Activations after a ReLU use it.
 
 Rounding is to nearest (forward quantizers) or stochastic, `floor(t + noise)` with `noise ~ U[0, 1)`
-(gradients, METHODS 1.2), which is unbiased inside the range: E[floor(t + U)] = t.
+(gradients, docs/methods.md §1.2), which is unbiased inside the range: E[floor(t + U)] = t.
 Values beyond the range saturate (clamp after rounding is the same as clamp before, and cheaper).
 `lo`, `step` and the clip values may be Python numbers or 0-dim tensors (learnable intervals, per-step g_max).
 """
@@ -80,20 +80,20 @@ def quantize_to_grid(x: Tensor, lo: Scalar, step: Scalar, levels: Scalar, *, sto
 
 def quantize_symmetric(x: Tensor, clip: Scalar, bits: int, *, stochastic: bool = False,
                        noise: Tensor | None = None) -> Tensor:
-    """Symmetric grid with 2^b - 1 values in [-clip, clip] (METHODS 1.2: D = 2c / (2^b - 2))."""
+    """Symmetric grid with 2^b - 1 values in [-clip, clip] (docs/methods.md §1.2: D = 2c / (2^b - 2))."""
     levels = symmetric_levels(bits)
     return quantize_to_grid(x, -clip, 2 * clip / levels, levels, stochastic=stochastic, noise=noise)
 
 
 def quantize_unsigned(x: Tensor, upper: Scalar, bits: int, *, stochastic: bool = False,
                       noise: Tensor | None = None) -> Tensor:
-    """Unsigned grid with 2^b values in [0, upper] (METHODS 1.4, activations after ReLU)."""
+    """Unsigned grid with 2^b values in [0, upper] (docs/methods.md §1.4, activations after ReLU)."""
     levels = unsigned_levels(bits)
     return quantize_to_grid(x, 0.0, upper / levels, levels, stochastic=stochastic, noise=noise)
 
 
 def expected_squared_error(x: Tensor, clip: Tensor, bits: int) -> Tensor:
-    """Expected squared error of stochastic rounding on the symmetric grid, element-wise (METHODS 1.3, MSE).
+    """Expected squared error of stochastic rounding on the symmetric grid, element-wise (docs/methods.md §1.3, MSE).
 
     In range, with `f` the fractional position between two grid values, stochastic rounding errs by `(1-f)D`
     with probability `f` and by `-fD` otherwise: E[err^2] = f(1-f)D^2. A clipped element errs by (|x| - c)^2.

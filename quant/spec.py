@@ -24,9 +24,9 @@ class QuantSpec:
     """Bit-widths per role (W: weights, A: layer inputs, G: output gradients) and how to pick gradient intervals.
 
     keep_first_last: the first nn.Conv2d and the last nn.Linear (in named_modules order) stay full precision
-    (METHODS 1.1). keep_fp: fnmatch patterns of module names that stay full precision, e.g. ("head.*",).
+    (docs/methods.md §1.1). keep_fp: fnmatch patterns of module names that stay full precision, e.g. ("head.*",).
     large_fraction: the fraction of largest |g| that counts as "large gradients" G_L in the E(G_L) statistic
-    (METHODS 1.5: 1e-3).
+    (docs/methods.md §1.5: 1e-3).
     """
 
     w_bits: int | None = None

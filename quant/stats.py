@@ -1,4 +1,6 @@
-"""Gradient-quantization statistics: recorded on device on logging steps, drained with one host sync (METHODS 1.5).
+"""Gradient-quantization statistics: recorded on device on logging steps, drained with one host sync.
+
+docs/methods.md §1.5.
 
 Layers never log; the trainer turns recording on for a logging step and drains one flat dict afterwards.
 """

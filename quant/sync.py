@@ -31,8 +31,9 @@ def set_deferred_updates(model: nn.Module, enabled: bool) -> None:
     """Defer every gradient quantizer's gamma update and skip count to apply_deferred_updates (True), or not.
 
     Takes effect from the next forward (the flag travels with the forward into its backward, like recording).
-    warmup_grad_intervals never defers (its result is each rank's own until sync_quant_state). Single-process training gives the same gamma either way (the update only moves to after the backward),
-    except for a layer applied several times per step: deferred, it takes one update from the mean statistics.
+    warmup_grad_intervals never defers (its result is each rank's own until sync_quant_state). Single-process
+    training gives the same gamma either way (the update only moves to after the backward), except for a layer
+    applied several times per step: deferred, it takes one update from the mean statistics.
     """
     for _, quantizer in named_grad_quantizers(model):
         quantizer.deferred = enabled

@@ -1,4 +1,4 @@
-"""First-batch warm-up of the gradient intervals (LBT official code, docs/methods.md §1.6), run once before training."""
+"""First-batch warm-up of the gradient intervals (LBT official code; docs/methods.md §1.6), run before training."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""What every gradient-interval policy provides (METHODS 1.3): how a layer picks gamma, the clip ratio c/g_max.
+"""What every gradient-interval policy provides (docs/methods.md §1.3): how a layer picks gamma = c / g_max.
 
 A policy is a small frozen value object holding hyper-parameters only. The per-layer state it reads and writes
 (gamma, counters) lives in the layer's buffers (quant.gradient.GradQuantizer), so it is saved in checkpoints.
@@ -31,7 +31,11 @@ class GradPolicy:
         return gamma
 
     def update_gamma(self, gamma: Tensor, clip_fraction: Tensor, bits: int) -> Tensor:
-        """gamma stored for the NEXT gradient, after `g` was quantized with `gamma`; default: unchanged."""
+        """gamma stored for the NEXT gradient, after `g` was quantized with `gamma`; default: unchanged.
+
+        Element-wise in its tensors: quant.apply_deferred_updates calls it once on the vector of every layer's
+        (rank-mean) gamma and clipped fraction.
+        """
         return gamma
 
     def warmup_gamma(self, g: Tensor, g_max: Tensor, bits: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Fixed-ratio gradient interval: c = gamma * max|g| with a constant gamma (METHODS 1.3; paper: 0.8 and 0.6)."""
+"""Fixed-ratio gradient interval: c = gamma * max|g|, gamma constant (docs/methods.md §1.3; paper: 0.8 and 0.6)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,14 +1,16 @@
-"""Large-gradient-optimal interval, LBT (Kim et al., ECCV 2024, Sec. 4; METHODS 1.3).
+"""Large-gradient-optimal interval, LBT (Kim et al., ECCV 2024, Sec. 4; docs/methods.md §1.3).
 
 The error bound on the large gradients (top `alpha` fraction of |g|) is minimised when the clipped fraction among
 them is R* = 1/(2^b - 1); over all gradients the target clipped fraction is r* = alpha / (2^b - 1)
 (4 bits: 6.7e-5). Each backward, per layer: r = mean(|g| > gamma * g_max) and
     gamma <- clamp(gamma + eta * sign(r - r*), gamma_min, 1),        gamma starting at 1.
 
-Warm-up (official code, cvlab-yonsei/LBT train.py `update_interval` with init=True): on the first batch's gradient,
-no optimizer step, iterate  ema <- m*ema + (1-m)*r(gamma); gamma <- gamma - eta  while ema <= r*, then take one
-step back up. The loop runs on the same tensor, so `warmup_gamma` evaluates all of its iterations in one
-vectorised pass (sort once, r(gamma_k) by binary search, EMA by a weighted cumulative sum).
+Under DDP with deferred updates (docs/methods.md §1.7) the update runs once per step on the rank mean of r.
+
+Warm-up (docs/methods.md §1.6; official code, cvlab-yonsei/LBT train.py `update_interval` with init=True): on the
+first batch's gradient, no optimizer step, iterate  ema <- m*ema + (1-m)*r(gamma); gamma <- gamma - eta  while
+ema <= r*, then take one step back up. The loop runs on the same tensor, so `warmup_gamma` evaluates all of its
+iterations in one vectorised pass (sort once, r(gamma_k) by binary search, EMA by a weighted cumulative sum).
 
 Unconfirmed details, exposed as fields: `gamma_min` (official clamp 1e-3) and `warmup_momentum` (official 0.999);
 the official warm-up step equals 1 - momentum, here `eta`, which is the same 1e-3 by default.

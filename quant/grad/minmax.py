@@ -1,4 +1,4 @@
-"""min-max gradient interval: clip at the batch maximum, gamma = 1 (METHODS 1.3; the paper's "Baseline")."""
+"""min-max gradient interval: clip at the batch maximum, gamma = 1 (docs/methods.md §1.3; the paper's "Baseline")."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -31,5 +31,5 @@ def test_bad_policy_and_spec_values_fail(make):
 
 
 def test_lbt_target_is_alpha_over_2b_minus_1():
-    assert LBTPolicy().target(4) == pytest.approx(1e-3 / 15)  # 6.7e-5 (METHODS 1.3)
+    assert LBTPolicy().target(4) == pytest.approx(1e-3 / 15)  # 6.7e-5 (docs/methods.md §1.3)
     assert LBTPolicy().target(8) == pytest.approx(3.9e-6, rel=1e-2)

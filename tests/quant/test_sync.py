@@ -240,3 +240,20 @@ def test_two_gloo_processes_keep_bit_identical_gamma(tmp_path):
         for key in ("gamma", "after", "skipped", "weights"):
             assert torch.equal(r0[key], r1[key]), (policy, key)
         assert (r0["gamma"] < 1).all()  # warmed up or chosen, and moving
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are only observable on CUDA")
+@pytest.mark.parametrize("policy", SYNCED_POLICIES)
+def test_a_deferred_step_has_no_host_sync(policy):
+    model = small_model(policy).cuda()
+    set_deferred_updates(model, True)
+    x, y = torch.randn(8, 3, 8, 8, device="cuda"), torch.randint(0, 4, (8,), device="cuda")
+    warmup_grad_intervals(model, lambda: loss_of(model, x, y))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait raises
+    try:
+        loss_of(model, x, y).backward()
+        apply_deferred_updates(model, lambda t: t.mul_(1))  # stands in for the collective
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert (gammas(model) <= 1).all()
