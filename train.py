@@ -12,7 +12,7 @@ here; everything below receives plain objects. The same file runs one process, e
 import logging
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
     else:
         w, a, g = cfg.quant.bits.w, cfg.quant.bits.a, cfg.quant.bits.g
     keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
-    return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=instantiate(cfg.quant.grad),
+    return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp)
 
@@ -190,14 +190,12 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
         return previous
 
     dist = distributed.setup(run.device)
-    try:
-        with run_lock(run_dir) if dist.is_main else nullcontext():
-            return _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overrides or [])
-    finally:
-        distributed.teardown(dist)
+    with ExitStack() as cleanup:
+        cleanup.callback(distributed.teardown, dist)
+        return _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overrides or [], cleanup)
 
 
-def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overrides) -> dict:
+def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overrides, cleanup: ExitStack) -> dict:
     config = run_info.resolved(cfg)
     # -- objects ------------------------------------------------------------------------------------------------
     device = dist.device
@@ -241,8 +239,9 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
         best, final = ckpt["best"], ckpt["final"]
         checkpoint.set_rng_state(ckpt["rng"][dist.rank])
-        log.info(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {step})")
+    # -- from here on this process owns the run folder: everything above only read (a rejected run writes nothing)
     if dist.is_main:
+        cleanup.enter_context(run_lock(run_dir))  # a second process on the same folder refuses in one line
         atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic.write_json(run_dir / "summary.json", {"status": "running", "error": None, "name": cfg.name,
                                                      "run_id": run_dir.name, **labels})
@@ -250,6 +249,8 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                            wandb_id=ckpt.get("wandb_id") if ckpt else None, resume_step=step if ckpt else -1)
     else:
         logger = NullLogger()
+    if ckpt:
+        log.info(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {step})")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run.amp and device.type == "cuda" else nullcontext()
     primary = f"test/{task.metric}"
     started = time.perf_counter()

@@ -1,0 +1,96 @@
+"""Bad input, typed or on disk: exit code 2, ONE line on stderr naming what was wrong, and no file written or changed.
+
+Each case runs the real command line (`python train.py ...`), because Hydra wraps errors raised inside its job:
+testing the functions alone would miss that.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from runtime.cli import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["data=synthetic", "optim.epochs=1"]
+RUN_ID = "data=synthetic,optim.epochs=1"  # the run folder those two overrides name
+
+
+def corrupt_checkpoints(results: Path) -> None:
+    run_dir = results / "default" / RUN_ID
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    (run_dir / "checkpoint.prev.pt").write_bytes(b"")
+
+
+def other_config(results: Path) -> None:
+    """The run folder holds a run of the same command with seed 5: resuming it would mix two configs."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*BASE, "seed=5", f"results_dir={results}", "run_id=stored"])
+    run_dir = results / "default" / RUN_ID
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+CASES = {  # id: (overrides, a word the line must contain, set-up of files)
+    "unknown model": (["model=resnet99"], "resnet99", None),
+    "unknown grad policy": (["quant/grad=lbtt"], "lbtt", None),
+    "unknown task": (["task=segmentation"], "segmentation", None),
+    "unknown optimizer": (["optim=adam"], "adam", None),
+    "misspelled group": (["modle=resnet20"], "modle", None),
+    "misspelled key": (["optim.epoch=3"], "optim.epochs", None),
+    "misspelled nested key": (["quant.bitz.w=4"], "quant.bitz", None),
+    "seed not an int": (["seed=abc"], "seed=abc", None),
+    "threads not an int": (["threads=abc"], "threads=abc", None),
+    "bits too small": (["bits=1"], "bits=1", None),
+    "gradient bits zero": (["quant.bits.g=0"], "quant.bits.g=0", None),
+    "fractional bits": (["quant.bits.w=3.5"], "quant.bits.w=3.5", None),
+    "zero epochs": (["optim.epochs=0"], "optim.epochs=0", None),
+    "zero log_every": (["log_every=0"], "log_every=0", None),
+    "zero max_nonfinite_steps": (["max_nonfinite_steps=0"], "max_nonfinite_steps=0", None),
+    "negative checkpoint interval": (["checkpoint_every_min=-1"], "checkpoint_every_min=-1", None),
+    "unknown device": (["device=tpu"], "device=tpu", None),
+    "unknown W&B mode": (["logger.mode=sometimes"], "sometimes", None),
+    "keep_fp as a string": (["quant.keep_fp=layer1*"], "quant.keep_fp", None),
+    "keep_fp keeps every layer": (["quant.keep_fp=[*]"], "no layer was quantized", None),
+    "keep_first_last not a bool": (["quant.keep_first_last=maybe"], "quant.keep_first_last=maybe", None),
+    "LBT alpha out of range": (["quant.grad.alpha=2"], "alpha", None),
+    "MSE with one candidate": (["quant/grad=mse", "quant.grad.candidates=1"], "candidates", None),
+    "zero batch size": (["data.batch_size=0"], "data.batch_size=0", None),
+    "zero train subset": (["data.train_subset=0"], "train_subset", None),
+    "missing ImageNet folder": (["data=imagenet"], "imagenet", None),
+    "missing DIV2K folder": (["data=div2k", "task=super_resolution", "model=edsr_tiny"], "div2k", None),
+    "missing VOC folder": (["data=voc", "task=detection", "model=fcos_resnet18"], "voc", None),
+    "missing COCO folder": (["data=coco", "task=detection", "model=fcos_resnet18"], "coco", None),
+    "missing CIFAR-10 folder": (["data=cifar10"], "cifar", None),
+    "unreadable checkpoints": ([], "checkpoint", corrupt_checkpoints),
+    "run folder of another config": ([], "seed", other_config),
+}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("overrides, word, setup", CASES.values(), ids=CASES.keys())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides, word, setup):
+    results, data_root = tmp_path / "results", tmp_path / "data"
+    results.mkdir()
+    data_root.mkdir()
+    if setup:
+        setup(results)
+    before = snapshot(tmp_path)
+    groups = {o.split("=")[0] for o in overrides}
+    base = [o for o in BASE if o.split("=")[0] not in groups]
+    env = {**os.environ, "WANDB_MODE": "disabled", "DATA_ROOT": str(data_root)}
+    result = subprocess.run([sys.executable, "train.py", *base, *overrides, f"results_dir={results}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert word.lower() in lines[0].lower(), lines[0]
+    assert snapshot(tmp_path) == before  # nothing written, nothing changed
