@@ -23,6 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_NAME = "config"
 MAX_RUN_ID = 120  # characters of a run folder name; NAME_MAX is 255 bytes, and a folder name is read by people
 # Keys whose value is an integer or null although their default is one of the two (null = full precision / default).
+NUMBER_OR_NULL = ("checkpoint_every_min",)
 INT_OR_NULL = ("bits", "threads", "quant.bits.w", "quant.bits.a", "quant.bits.g", "data.train_subset",
                "data.train_limit", "data.test_limit")
 
@@ -113,9 +114,10 @@ def _type_error(key: str, default: Any, value: Any, typed: str) -> str | None:
     """One line if `value` cannot stand where the composed default is an int, float or bool."""
     if any(isinstance(v, str) and "${" in v for v in (default, value)):
         return None  # an interpolation: its type is that of another key
-    if value is None:
-        return None  # null switches some settings off (checkpoint_every_min=null); the trainer's specs check the rest
-    if key in INT_OR_NULL:
+    if key in NUMBER_OR_NULL:
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        want = "a number, or null to switch it off"
+    elif key in INT_OR_NULL:
         ok, want = value is None or (isinstance(value, int) and not isinstance(value, bool)), "an integer or null"
     elif isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
