@@ -2,8 +2,9 @@
 
 Everything runs in one process, so the ratios compare like with like: for each configuration (fp32, minmax,
 fixed, mse, lbt) an eager step and a torch.compile'd step (the model is compiled, as train.py does; loss,
-backward and optimizer steps are outside) are timed. A step is forward + cross-entropy + backward + SGD step
-(+ Adam on the quantizer intervals) + zero_grad, on a fixed random batch. Compilation and warm-up steps are
+backward and optimizer steps are outside) are timed. A step is the trainer's own `train.train_step` (forward, cross-entropy, backward, fused SGD + the intervals' Adam
+with their LR schedules, the non-finite check, zero_grad) on a fixed random batch, with models and optimizers
+built by the trainer's pieces from the same Hydra config a run composes. Compilation and warm-up steps are
 excluded; the measured steps are interleaved over rounds (configuration after configuration) so that load from
 other processes spreads over all of them, and the median is reported.
 
@@ -26,21 +27,15 @@ import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch._inductor.config
+from hydra import compose, initialize_config_dir
 
-import torch  # noqa: E402
-import torch._inductor.config  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import train
+from quant import quantize_, warmup_grad_intervals
+from runtime.cli import CONFIG_DIR, config_choices
 
-from models.resnet_cifar import resnet20  # noqa: E402
-from quant import QuantSpec, quant_parameters, quantize_, warmup_grad_intervals  # noqa: E402
-from quant.grad.fixed import FixedPolicy  # noqa: E402
-from quant.grad.lbt import LBTPolicy  # noqa: E402
-from quant.grad.minmax import MinMaxPolicy  # noqa: E402
-from quant.grad.mse import MSEPolicy  # noqa: E402
-
-POLICIES = {"minmax": MinMaxPolicy(), "fixed": FixedPolicy(gamma=0.8), "mse": MSEPolicy(), "lbt": LBTPolicy()}
+POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
 
 
 class _MallInfo2(ctypes.Structure):
@@ -85,40 +80,45 @@ class MemoryProbe:
         return self.mib
 
 
+def compose_config(name: str, bits: int):
+    """The trainer's own config for one row: FP32, or W/A/G = bits with the named gradient policy."""
+    overrides = ["model=resnet20", "run_id=bench"]
+    overrides += ["quant=fp32"] if name == "fp32" else [f"bits={bits}", f"quant/grad={name}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
 class Config:
-    """One model + optimizers, with an eager and a compiled step function sharing the same parameters."""
+    """One model built and stepped by the trainer's pieces (train.build_optimizers, train.train_step): the same
+    parameter split, fused optimizers, interval Adam, LR schedulers and non-finite check as a training run."""
 
     def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool) -> None:
         self.name = name
+        cfg = compose_config(name, bits)
         torch.manual_seed(0)
-        self.model = resnet20(num_classes=10, in_channels=3)
-        if name != "fp32":
-            quantize_(self.model, QuantSpec(w_bits=bits, a_bits=bits, g_bits=bits, grad=POLICIES[name]))
+        self.task = train.build(cfg.task)
+        self.model = train.build(cfg.model, num_classes=10, in_channels=3)
+        spec = train.build_quant_spec(cfg)
+        if not spec.is_full_precision:
+            quantize_(self.model, spec)
         self.model.to(device).train()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        intervals = quant_parameters(self.model)
-        ids = {id(p) for p in intervals}
-        weights = [p for p in self.model.parameters() if id(p) not in ids]
-        fused = device.type in ("cpu", "cuda")
-        self.optimizers = [torch.optim.SGD(weights, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
-                                           fused=fused)]
-        if intervals:
-            self.optimizers.append(torch.optim.Adam(intervals, lr=1e-5, fused=fused))
-        self.x, self.y = batch
+        self.optimizers, self.schedulers, self.params = train.build_optimizers(
+            cfg, self.model, steps_per_epoch=10**6, epochs=1)
+        self.batch = batch
         # First-batch initialisation of the intervals and LBT's gamma warm-up, eagerly (as train.py does).
-        warmup_grad_intervals(self.model, lambda: F.cross_entropy(self.model(self.x), self.y))
+        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
         self.compiled = torch.compile(self.model)
 
     def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
         model = self.compiled if compiled else self.model
-        loss = F.cross_entropy(model(self.x), self.y)
-        if probe is not None:
-            probe.after_forward()
-        loss.backward()
-        for opt in self.optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        hook = model.register_forward_hook(lambda *_: probe.after_forward()) if probe is not None else None
+        train.train_step(model, self.model, self.task, self.batch, self.optimizers, self.schedulers, self.params)
+        if hook is not None:
+            hook.remove()
 
 
 def sync(device: torch.device) -> None:
