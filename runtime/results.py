@@ -118,7 +118,7 @@ def quantizer_label(summary: dict) -> str:
     reports gamma=0.8 and 0.6 as different methods (Kim et al. ECCV 2024, Table 1)."""
     quantizer = str(summary.get("quantizer", "?"))
     if quantizer == "fixed":
-        # the ratio lives in the gradient-quantizer config, `quant.grad.gamma` (METHODS.md 1.3)
+        # the ratio lives in the gradient-quantizer config, `quant.grad.gamma` (docs/methods.md §1.3)
         grad_cfg = ((summary.get("config") or {}).get("quant") or {}).get("grad") or {}
         gamma = grad_cfg.get("gamma") if isinstance(grad_cfg, dict) else None
         if isinstance(gamma, (int, float)):
