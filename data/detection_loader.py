@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from data.bundle import DataBundle
 from data.checks import check_int, check_ints
 from data.detection_transforms import collate_detection, hflip
-from data.shard import ShardBatchSampler, ShardPlan
+from data.shard import PlannedLoader, ShardBatchSampler, ShardPlan
 
 
 class _EpochFlip(Dataset):
@@ -52,7 +52,7 @@ class _EpochOrder:
         return [(int(i), epoch) for i in order]
 
 
-class DetectionLoader:
+class DetectionLoader(PlannedLoader):
     """Batches of (images: list of (3, H, W) float tensors, targets: list of box/label dicts).
 
     `len()` is batches per epoch; call `set_epoch(e)` before iterating epoch e (train split). The test split
@@ -84,16 +84,6 @@ class DetectionLoader:
             collate_fn=collate_detection,
             persistent_workers=num_workers > 0,  # the plan stays in this process; keys carry the epoch
         )
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Fix order and flips for `epoch`; the next passes start at this rank's batch `start_batch`."""
-        self.plan.set_epoch(epoch, start_batch)
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.plan.set_shard(rank, world)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
         return iter(self._loader)

@@ -23,7 +23,7 @@ from torchvision.datasets import ImageFolder
 from data.bundle import DataBundle
 from data.checks import check_int, check_ints
 from data.loaders import epoch_seed, first_n
-from data.shard import ShardBatchSampler, ShardPlan
+from data.shard import PlannedLoader, ShardBatchSampler, ShardPlan
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,7 +96,7 @@ class SeededImageDataset(Dataset):
         return TF.normalize(x, self.mean, self.std), label
 
 
-class FolderLoader:
+class FolderLoader(PlannedLoader):
     """DataLoader over a SeededImageDataset; the epoch's order is a randperm seeded by (seed, epoch).
 
     `indices` (None = all) is the subset read, in the order the epoch's permutation refers to.
@@ -112,20 +112,6 @@ class FolderLoader:
         self.seed = seed
         self.num_workers = num_workers
         self.plan = ShardPlan(len(self.indices), batch_size, pad=pad_shards)
-
-    @property
-    def epoch(self) -> int:
-        return self.plan.epoch
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Fix order and augmentation for `epoch`; the next passes start at this rank's batch `start_batch`."""
-        self.plan.set_epoch(epoch, start_batch)
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.plan.set_shard(rank, world)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def epoch_order(self, epoch: int) -> list[int]:
         """Dataset indices in the order of `epoch`."""

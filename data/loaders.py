@@ -15,7 +15,7 @@ import torch
 from data.augment import AugmentSpec, crop_flip, normalize, sample_crop_flip
 from data.bundle import DataBundle
 from data.checks import check_int, check_optional_int
-from data.shard import ShardPlan
+from data.shard import PlannedLoader, ShardPlan
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -28,7 +28,7 @@ def first_n(total: int, train_subset: int | None) -> int:
     return total if train_subset is None else check_optional_int("train_subset", train_subset, maximum=total)
 
 
-class InMemoryLoader:
+class InMemoryLoader(PlannedLoader):
     """Iterates (x, y): x float32 (B, C, H, W) normalised, y int64 (B,), from uint8 images (N, C, H, W).
 
     shuffle/augment are for training; the test loader uses neither and yields a fixed order. The last batch
@@ -68,20 +68,6 @@ class InMemoryLoader:
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
-
-    @property
-    def epoch(self) -> int:
-        return self.plan.epoch
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Fix shuffle + augmentation for `epoch`; the next passes start at this rank's batch `start_batch`."""
-        self.plan.set_epoch(epoch, start_batch)
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.plan.set_shard(rank, world)
-
-    def __len__(self) -> int:
-        return len(self.plan)  # the last partial batch is kept
 
     def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Order, crop offsets and flips for the whole epoch, drawn on CPU then moved in one copy each."""

@@ -95,6 +95,26 @@ class ShardPlan:
         return out[self.start_batch :]
 
 
+class PlannedLoader:
+    """`epoch`, `set_epoch`, `set_shard` and `len` of a loader whose batches its ShardPlan (`self.plan`) decides."""
+
+    plan: ShardPlan
+
+    @property
+    def epoch(self) -> int:
+        return self.plan.epoch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Fix order and augmentation for `epoch`; the next passes start at this rank's batch `start_batch`."""
+        self.plan.set_epoch(epoch, start_batch)
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.plan.set_shard(rank, world)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
 class ShardBatchSampler(Sampler[list]):
     """A DataLoader `batch_sampler` reading a ShardPlan at iteration time: lists of `order(epoch)[p % size]`.
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.checks import check_int
 from data.loaders import epoch_seed
-from data.shard import ShardBatchSampler, ShardPlan
+from data.shard import PlannedLoader, ShardBatchSampler, ShardPlan
 from data.sr_images import SRPairs
 
 
@@ -79,7 +79,7 @@ class SRPatchDataset(Dataset):
         return lr.float().div_(255), hr.float().div_(255)
 
 
-class SRTrainLoader:
+class SRTrainLoader(PlannedLoader):
     """Batches (lr (B, 3, p, p), hr (B, 3, s*p, s*p)) of an SRPatchDataset; full batches only.
 
     Dropping the last partial batch keeps every step at the same batch size (EDSR trains with a fixed 16); under
@@ -99,14 +99,8 @@ class SRTrainLoader:
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Draw epoch `epoch`'s patches; the next passes start at this rank's batch `start_batch`."""
-        self.plan.set_epoch(epoch, start_batch)
+        super().set_epoch(epoch, start_batch)
         self.dataset.set_epoch(epoch)
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.plan.set_shard(rank, world)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # Positions are patch numbers: the dataset already holds the epoch's plan in order.
@@ -128,7 +122,7 @@ class SRImageDataset(Dataset):
         return lr.float().div_(255), hr.float().div_(255)
 
 
-class SRTestLoader:
+class SRTestLoader(PlannedLoader):
     """One whole test image per batch, (1, 3, h, w) and (1, 3, s*h, s*w): test images differ in size.
 
     `set_shard(rank, world)` keeps a contiguous block of the images (data/shard.py), the blocks covering the set.
@@ -139,12 +133,6 @@ class SRTestLoader:
         self.dataset = SRImageDataset(pairs)
         self.num_workers = num_workers
         self.plan = ShardPlan(len(self.dataset), 1, pad=False)
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.plan.set_shard(rank, world)
-
-    def __len__(self) -> int:
-        return len(self.plan)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = DataLoader(self.dataset, batch_sampler=ShardBatchSampler(self.plan), num_workers=self.num_workers)
