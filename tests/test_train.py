@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,28 @@ def test_a_failing_single_run_leaves_its_error_in_train_log(tmp_path):
     assert "non-finite gradients" in log_file.read_text()
     (summary,) = tmp_path.rglob("summary.json")
     assert json.loads(summary.read_text())["status"] == "failed"
+
+
+def test_a_second_process_on_the_same_run_folder_refuses_in_one_line(tmp_path):
+    args = ["data=synthetic", "data.num_train=2048", "data.batch_size=32", "optim.epochs=3", "progress=false",
+            "threads=1", f"results_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    first = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        summary = None
+        for _ in range(1200):  # until the first process owns the folder and trains
+            found = list(tmp_path.rglob("summary.json"))
+            if found and json.loads(found[0].read_text() or "{}").get("status") == "running":
+                summary = found[0]
+                break
+            time.sleep(0.05)
+        assert summary is not None and first.poll() is None
+        before = summary.read_text()
+        second = run_cli(*args, timeout=120)
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2 and len(lines) == 1 and "in use" in lines[0], second.stderr
+        assert summary.read_text() == before  # the refused process wrote nothing into the folder
+    finally:
+        first.kill()
+        first.wait()
