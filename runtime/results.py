@@ -67,6 +67,7 @@ class RunRecord:
     data: str = "?"
     quantizer: str = "?"
     bits: str = "?"
+    optim: str = "sgd"  # the `optim` config choice; runs from before the label existed trained with SGD
     seed: int | None = None
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
@@ -153,6 +154,7 @@ def load_run(run_dir: Path) -> RunRecord:
         data=str(s.get("data", "?")),
         quantizer=quantizer_label(s),
         bits=str(s.get("bits", "?")),
+        optim=str(s.get("optim") or "sgd"),
         seed=seed if isinstance(seed, int) else None,
         final=dict(s.get("final") or {}),
         best=dict(s.get("best") or {}),
