@@ -1,13 +1,17 @@
 """Transition-rate scheduling (docs/methods.md §3): the measured rate is a plain count of changed integer codes,
 the controller tracks its target, U_t stays >= 0, and a state_dict round trip resumes exactly."""
 import copy
+import json
 
 import pytest
 import torch
 import torch.nn as nn
+from hydra import compose, initialize_config_dir
 
+import train
 from optim.trs import TransitionRateScheduler, TRSSpec, drain_transition_stats
 from quant import QuantSpec, quantize_
+from runtime.cli import CONFIG_DIR
 
 
 def toy_model(bits=2, features=(8, 8)) -> nn.Module:
@@ -146,3 +150,39 @@ def test_a_model_without_quantized_weights_is_refused():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="no layer has quantized weights"):
         TransitionRateScheduler(optimizer, model, steps_per_epoch=1, epochs=1, lambda_=5e-3, eta=0.2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are only observable on CUDA")
+@pytest.mark.parametrize("optimizer_class", [torch.optim.SGD, torch.optim.AdamW])
+def test_a_trs_step_has_no_host_sync(optimizer_class):
+    model = toy_model(bits=2, features=(64, 64)).cuda()
+    optimizer = optimizer_class([model[0].weight], lr=0.1, fused=True)
+    trs = TransitionRateScheduler(optimizer, model, steps_per_epoch=100, epochs=1, lambda_=5e-3, eta=0.2)
+    x = torch.randn(16, 64, device="cuda")
+    for step in range(3):
+        if step == 1:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait raises
+        try:
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            trs.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert float(trs.u) >= 0
+
+
+def test_a_short_sgdt_run_logs_target_measured_rate_and_u(tmp_path):
+    overrides = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
+                 "log_every=1", "progress=false", "logger.mode=disabled", "optim=sgdt", "quant.bits.w=2",
+                 "quant.bits.a=2", "quant.bits.g=32", f"results_dir={tmp_path}", "run_id=test"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    summary = train.train(cfg, {"optim": "sgdt"})
+    assert summary["status"] == "finished" and summary["optim"] == "sgdt"
+    rows = [json.loads(line) for line in (tmp_path / "default" / "test" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r]
+    assert all({"trs/target", "trs/rate", "trs/rate_ema", "trs/U"} <= set(r) for r in logged)
+    assert any(k.startswith("TR/") for k in logged[-1])
+    assert logged[-1]["train/lr"] == pytest.approx(logged[-1]["trs/U"])  # U_t is the weights' lr
