@@ -116,7 +116,7 @@ def main() -> None:
     label = "W{}A{}G{}".format(*bits)
     lines = [f"# Training-step time with transition-rate scheduling: CIFAR ResNet-20 {label}, batch "
              f"{args.batch_size}, {device.type}, compiled", "",
-             f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+             f"- command: `python -m scripts.bench_trs {' '.join(shlex.quote(a) for a in sys.argv[1:])}`",
              f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}"
              + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
