@@ -73,10 +73,11 @@ def test_bad_override_fails_fast_in_one_line(tmp_path, override, named):
     assert not list(tmp_path.glob("**/summary.json"))  # no results for a command that never started
 
 
-def test_killed_run_resumes_to_the_same_final_accuracy(tmp_path):
+@pytest.mark.parametrize("optim", ["sgd", "sgdt"])  # sgdt: the transition-rate state resumes too
+def test_killed_run_resumes_to_the_same_final_accuracy(tmp_path, optim):
     """SIGKILL mid-epoch, re-run the same command: the summary equals an uninterrupted run's (same seed, CPU)."""
     args = ["data=synthetic", "data.num_train=2048", "data.num_test=256", "data.batch_size=64", "optim.epochs=3",
-            "bits=4", "quant/grad=lbt", "progress=false", "log_every=8"]
+            "bits=4", "quant/grad=lbt", "progress=false", "log_every=8", f"optim={optim}"]
     reference = run_cli(*args, f"results_dir={tmp_path / 'straight'}", timeout=300)
     assert reference.returncode == 0, reference.stderr
     (straight_dir,) = (tmp_path / "straight" / "default").iterdir()  # one run folder, named by the overrides
