@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
+from optim.trs import drain_transition_stats
 from quant import (QConv2d, QLinear, QuantSpec, drain_grad_stats, quant_parameters, quantize_, set_deferred_updates, set_recording,
                    apply_deferred_updates, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
@@ -127,6 +128,8 @@ def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch
         optimizers.append(torch.optim.Adam(intervals, lr=cfg.quant.interval_lr, fused=True))
     scheduled = optimizers if cfg.quant.interval_lr_schedule else optimizers[:1]
     schedulers = [build(cfg.optim.scheduler)(opt, steps_per_epoch=steps_per_epoch, epochs=epochs) for opt in scheduled]
+    if cfg.optim.get("trs"):  # TRS drives the weights' lr instead of their LR schedule (docs/methods.md §3)
+        schedulers[0] = build(cfg.optim.trs)(optimizers[0], model, steps_per_epoch=steps_per_epoch, epochs=epochs)
     return optimizers, schedulers, weights + intervals
 
 
@@ -310,13 +313,14 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                         if quantized:
                             set_recording(model, False)
                             stats = drain_grad_stats(model)
+                        stats.update(drain_transition_stats(schedulers))  # TRS: target, measured rate, U_t
                         mean_loss, n_skipped, n_in_row = torch.stack([loss_sum / window_steps, skipped,
                                                                       skipped_run]).tolist()
                         if n_in_row >= run.max_nonfinite_steps:
                             raise RuntimeError(f"{int(n_in_row)} steps in a row had non-finite gradients (step {step}): "
                                                f"lower optim.optimizer.lr or use more gradient bits")
                         elapsed = time.perf_counter() - window_start
-                        logger.log({"train/loss": mean_loss, "train/lr": optimizers[0].param_groups[0]["lr"],
+                        logger.log({"train/loss": mean_loss, "train/lr": float(optimizers[0].param_groups[0]["lr"]),
                                     "train/img_per_s": window_samples * dist.world / elapsed,
                                     "train/skipped_steps": n_skipped, **stats}, step=step, epoch=epoch)
                         bar.set_postfix(loss=f"{mean_loss:.3f}")

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.primitives import quantize_to_grid, unsigned_levels
+from quant.primitives import grid_index, quantize_to_grid, unsigned_levels
 from quant.state import OptionalStateMixin
 
 
@@ -95,6 +95,14 @@ class WeightQuantizer(_IntervalQuantizer):
         if self._needs_init:
             self._initialize(w)
         return fake_quantize(w, self.scale, 1.0, self.bits)
+
+    @torch.no_grad()
+    def codes(self, w: Tensor) -> Tensor:
+        """The integer code of every weight, its index `k` in `[0, 2^b - 2]` on the grid under the current s_W
+        (as a float tensor): what `forward` rounds `w` to is `-s_W + k * D`. Transition-rate scheduling counts
+        how many of these change per step (docs/methods.md §3.1)."""
+        lo, step, levels = _grid(self.scale.abs(), 1.0, self.bits)
+        return grid_index(w.float(), lo, step, levels)
 
 
 class ActQuantizer(_IntervalQuantizer):

@@ -19,6 +19,8 @@ from typing import Any
 #: the label the trainer writes for full precision, both as `quantizer` and as `bits`
 FULL_PRECISION = "fp32"
 SUMMARY = "summary.json"
+#: `optim` labels that do not mark a row: SGD with its schedules, the optimizer every paper table starts from
+PLAIN_OPTIMIZERS = ("sgd", "sgd_multistep")
 
 
 class ResultsError(ValueError):
@@ -65,6 +67,7 @@ class RunRecord:
     data: str = "?"
     quantizer: str = "?"
     bits: str = "?"
+    optim: str = "sgd"  # the `optim` config choice; runs from before the label existed trained with SGD
     seed: int | None = None
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
@@ -115,14 +118,19 @@ def bits_slug(bits: str) -> str:
 def quantizer_label(summary: dict) -> str:
     """Display name of a run's gradient interval policy: the trainer's label (the `quant/grad` choice, or
     "fp32"), except that a fixed-ratio run carries its clipping ratio ("fixed gamma=0.8"), because the paper
-    reports gamma=0.8 and 0.6 as different methods (Kim et al. ECCV 2024, Table 1)."""
+    reports gamma=0.8 and 0.6 as different methods (Kim et al. ECCV 2024, Table 1). A run trained with another
+    optimizer than SGD (the trainer's `optim` label: adamw, sgdt, adamt, ...) carries its name too ("lbt sgdt"),
+    so SGD, SGDT, AdamW and AdamT runs land in different rows; SGD (any schedule) stays unmarked."""
     quantizer = str(summary.get("quantizer", "?"))
     if quantizer == "fixed":
         # the ratio lives in the gradient-quantizer config, `quant.grad.gamma` (docs/methods.md §1.3)
         grad_cfg = ((summary.get("config") or {}).get("quant") or {}).get("grad") or {}
         gamma = grad_cfg.get("gamma") if isinstance(grad_cfg, dict) else None
         if isinstance(gamma, (int, float)):
-            return f"fixed gamma={gamma:g}"
+            quantizer = f"fixed gamma={gamma:g}"
+    optimizer = summary.get("optim")
+    if optimizer and optimizer not in PLAIN_OPTIMIZERS:
+        quantizer = f"{quantizer} {optimizer}"
     return quantizer
 
 
@@ -146,6 +154,7 @@ def load_run(run_dir: Path) -> RunRecord:
         data=str(s.get("data", "?")),
         quantizer=quantizer_label(s),
         bits=str(s.get("bits", "?")),
+        optim=str(s.get("optim") or "sgd"),
         seed=seed if isinstance(seed, int) else None,
         final=dict(s.get("final") or {}),
         best=dict(s.get("best") or {}),

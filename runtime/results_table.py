@@ -3,7 +3,10 @@
 Layout follows Table 1 of Kim et al. (ECCV 2024): rows are (model, gradient interval policy) with the
 full-precision run first, columns are bit settings W/A/G in numeric order. Each cell is shown twice, labelled:
 the metric after the last epoch ("final") and the best epoch's ("best", what the paper's official code
-reports). The paper's ImageNet numbers (results/reference/lbt_imagenet.csv) are shown beside runs on ImageNet.
+reports). The papers' ImageNet numbers are shown beside runs on ImageNet: Kim et al.'s (LBT,
+results/reference/lbt_imagenet.csv) beside SGD runs with quantized gradients, Lee et al.'s (TRS, arXiv 2404.19248,
+results/reference/trs_imagenet.csv) beside runs with full-precision gradients (W/A/32), per optimizer: SGD, SGDT,
+AdamW (their "Adam"), AdamT.
 
 Runs are grouped by the labels the trainer wrote (`runtime.run_info.run_labels`: the Hydra config choices), so
 runs of different models or datasets never share a row or a cell.
@@ -21,6 +24,9 @@ from runtime import atomic
 from runtime.results import FULL_PRECISION, RunRecord, bits_slug, bits_sort_key, load_runs, metric_label
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "lbt_imagenet.csv"
+TRS_REFERENCE_CSV = REFERENCE_CSV.with_name("trs_imagenet.csv")
+#: our `optim` label -> the TRS paper's column (their Adam baseline is our AdamW with decoupled weight decay)
+TRS_PAPER_OPTIMIZERS = {"sgd": "sgd", "sgd_multistep": "sgd", "sgdt": "sgdt", "adamw": "adam", "adamt": "adamt"}
 #: the data label (config choice) of the paper's dataset: its numbers are shown only beside runs on it
 PAPER_DATA = "imagenet"
 #: our quantizer label -> the paper's method name in the reference CSV (fp32 reads its `fp_top1` column)
@@ -116,14 +122,33 @@ def load_reference(path: Path = REFERENCE_CSV) -> dict[tuple[str, str, str], flo
     return ref
 
 
-def _paper_value(ref: dict, model: str, quantizer: str, bits: str) -> float | None:
-    paper_model = PAPER_MODELS.get(model)
+def load_trs_reference(path: Path = TRS_REFERENCE_CSV) -> dict[tuple[str, str, str], float]:
+    """The TRS paper's ImageNet top-1 as {(paper model, paper optimizer, "W/A"): value}; {} if absent."""
+    if not Path(path).is_file():
+        return {}
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    ref: dict[tuple[str, str, str], float] = {}
+    for row in csv.DictReader(lines):
+        for column in set(TRS_PAPER_OPTIMIZERS.values()):
+            if row.get(column):
+                ref[(row["model"], column, row["bits_wa"])] = float(row[column])
+    return ref
+
+
+def _paper_value(ref: dict, trs_ref: dict, run: RunRecord) -> float | None:
+    paper_model = PAPER_MODELS.get(run.model)
     if paper_model is None:
         return None
-    if quantizer == FULL_PRECISION:  # the paper's FP number is the same on every method line; take LBT's
+    if run.quantizer == FULL_PRECISION:  # the paper's FP number is the same on every method line; take LBT's
         return ref.get((paper_model, "LBT", FULL_PRECISION))
-    method = PAPER_METHODS.get(quantizer)
-    return None if method is None else ref.get((paper_model, method, bits_slug(bits)))
+    w, a, *g = run.bits.split("/")
+    if g == ["32"]:  # full-precision gradients: the TRS paper's setting
+        optimizer = TRS_PAPER_OPTIMIZERS.get(run.optim)
+        return None if optimizer is None else trs_ref.get((paper_model, optimizer, f"{w}/{a}"))
+    method = PAPER_METHODS.get(run.quantizer)
+    if method is None or TRS_PAPER_OPTIMIZERS.get(run.optim) != "sgd":  # the LBT paper trains with SGD
+        return None
+    return ref.get((paper_model, method, bits_slug(run.bits)))
 
 
 def _stats(values: list[float | None]) -> Stats | None:
@@ -131,7 +156,7 @@ def _stats(values: list[float | None]) -> Stats | None:
     return Stats(kept) if kept else None
 
 
-def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict) -> Section:
+def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict, trs_ref: dict) -> Section:
     name, data, task, metric = key
     grouped: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in runs:
@@ -149,18 +174,18 @@ def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict) -
     rows = tuple(sorted({(m, q) for m, q, _ in cells}, key=row_sort_key))
     columns = tuple(sorted({b for _, _, b in cells}, key=bits_sort_key))
     paper = {}
-    if data == PAPER_DATA and metric_label(metric) == "top1" and ref:
-        for model, quantizer in rows:
-            for bits in columns:
-                v = _paper_value(ref, model, quantizer, bits)
-                if v is not None:
-                    paper[(model, quantizer, bits)] = v
+    if data == PAPER_DATA and metric_label(metric) == "top1":
+        for k, rs in grouped.items():  # a cell's runs share model, row label and bits, hence optimizer
+            v = _paper_value(ref, trs_ref, rs[0])
+            if v is not None:
+                paper[k] = v
     return Section(name=name, data=data, task=task, metric=metric, rows=rows, columns=columns,
                    cells=cells, paper=paper, warnings=tuple(warnings))
 
 
 def build_table(root: str | Path = "results", name: str | None = None, *, task: str | None = None,
-                reference: str | Path | None = REFERENCE_CSV) -> ResultTable:
+                reference: str | Path | None = REFERENCE_CSV,
+                trs_reference: str | Path | None = TRS_REFERENCE_CSV) -> ResultTable:
     """Aggregate every `<root>/**/summary.json` (filtered by experiment `name` / `task`) into tables.
 
     One Section per (experiment, dataset, task, metric) and one row per (model, quantizer) label, so runs that
@@ -169,11 +194,12 @@ def build_table(root: str | Path = "results", name: str | None = None, *, task: 
     """
     runs = load_runs(root, name=name, task=task)
     ref = load_reference(Path(reference)) if reference is not None else {}
+    trs_ref = load_trs_reference(Path(trs_reference)) if trs_reference is not None else {}
     by_section: dict[tuple[str, str, str, str], list[RunRecord]] = defaultdict(list)
     for r in runs:
         if r.counts:
             by_section[(r.name, r.data, r.task, r.metric)].append(r)
-    sections = tuple(_section(k, rs, ref) for k, rs in sorted(by_section.items()))
+    sections = tuple(_section(k, rs, ref, trs_ref) for k, rs in sorted(by_section.items()))
     return ResultTable(sections=sections, excluded=tuple(r for r in runs if not r.counts))
 
 
@@ -218,7 +244,8 @@ def render_markdown(table: ResultTable) -> str:
             out += _md_table(header, body) + [""]
         paper_rows = [(m, q) for m, q in s.rows if any((m, q, b) in s.paper for b in s.columns)]
         if paper_rows:
-            out += ["**paper** (Kim et al., ECCV 2024, Table 1: ImageNet top-1), same cells:", ""]
+            out += ["**paper** (Kim et al., ECCV 2024, Table 1, for W/A/G; Lee et al., arXiv 2404.19248, TRS, "
+                    "for W/A/32: ImageNet top-1), same cells:", ""]
             body = [[m, q] + [f"{s.paper[(m, q, b)]:.1f}" if (m, q, b) in s.paper else "" for b in s.columns]
                     for m, q in paper_rows]
             out += _md_table(header, body) + [""]

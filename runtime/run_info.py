@@ -32,14 +32,15 @@ def _target_module(node: DictConfig) -> str:
 
 
 def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dict[str, str]:
-    """Table labels of a run: {"task", "model", "data", "quantizer", "bits"}.
+    """Table labels of a run: {"task", "model", "data", "quantizer", "bits", "optim"}.
 
     `choices` is Hydra's `hydra.runtime.choices` (config group -> chosen file stem), e.g. {"model": "resnet20",
     "data": "cifar100", "quant/grad": "lbt", "task": "classification"}; `bits` is `bits_label(...)` of the
     built QuantSpec. The model label is the choice, plus the built model's name when it differs from the
     choice: `model=timm model.name=resnet50` -> `timm:resnet50` (a generic config names its network only
     through `name`). The quantizer is the `quant/grad` choice, or `fp32` when nothing is quantized (a fixed
-    ratio's gamma stays in the summary's config: `runtime.results.quantizer_label` shows it).
+    ratio's gamma stays in the summary's config: `runtime.results.quantizer_label` shows it). `optim` is the
+    `optim` choice (sgd, sgd_multistep, adamw, sgdt, adamt, ...), or the optimizer class name in lower case.
 
     A group missing from `choices` (a config composed without Hydra's runtime, as in unit tests that call
     `train.train(cfg)`) falls back to the model's name or builder function, and for the other groups to the
@@ -52,8 +53,10 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
         model = str(chosen) if name is None or str(name) == chosen else f"{chosen}:{name}"
     quantizer = FULL_PRECISION if bits == FULL_PRECISION else str(
         choices.get("quant/grad") or _target_module(cfg.quant.grad))
+    optimizer = str(choices.get("optim") or str(cfg.optim.optimizer._target_).split(".")[-1].lower())
     return {"task": str(choices.get("task") or _target_module(cfg.task)), "model": model,
-            "data": str(choices.get("data") or _target_module(cfg.data)), "quantizer": quantizer, "bits": bits}
+            "data": str(choices.get("data") or _target_module(cfg.data)), "quantizer": quantizer, "bits": bits,
+            "optim": optimizer}
 
 
 def versions() -> dict[str, Any]:

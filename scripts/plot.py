@@ -6,6 +6,9 @@
 (b) `<group>_gamma.png`: the clipping ratio gamma = c / g_max per layer over training (LBT settles ~0.5-0.65).
 (c) `<name>_<data>_<metric>_vs_bits.png`: final primary metric vs W/A/G bits, one line per quantizer with
     std-over-seeds error bars, the full-precision level as a horizontal line; one subplot per model.
+(d) runs with transition-rate scheduling (optim=sgdt/adamt, docs/methods.md §3): `<group>_transition_rate.png`,
+    the target R_t against the measured running rate K_t and the per-step rate k_t, and U_t beside it;
+    `<group>_TR.png`, the transition rate per layer.
 `<group>` is `<name>_<data>_<model>_<w4a4g4>`.
 
     python scripts/plot.py [--root results] [--name NAME] [--bits 4/4/4] [--layers L1,L2] [--out DIR]
@@ -32,7 +35,8 @@ from runtime.results_table import ResultTable, build_table, row_sort_key  # noqa
 #: (metrics.jsonl key prefix, y-axis label, file suffix) of the per-layer figures
 LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),
                  ("E_G/", "E(G)  (mean |ĝ-g| / g_max, all gradients)", "E_G"),
-                 ("gamma/", "gamma = c / g_max", "gamma"))
+                 ("gamma/", "gamma = c / g_max", "gamma"),
+                 ("TR/", "transition rate (mean between logging steps)", "TR"))
 
 
 def file_stem(*labels: str) -> str:
@@ -121,7 +125,31 @@ def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str]
         ax.set(xlabel="iteration", ylabel="training loss", title=f"{model} on {data}, W/A/G {bits}")
         ax.legend(fontsize=8)
         written.append(save_figure(fig, out_dir / f"{stem}_train_loss.png"))
+        trs = {q: hs for q, hs in by_quantizer.items() if any("trs/target" in line for h in hs for line in h)}
+        if trs:
+            written.append(plot_transition_rates(trs, out_dir / f"{stem}_transition_rate.png",
+                                                 title=f"{name}: {model} on {data}, W/A/G {bits}, mean over seeds"))
     return written
+
+
+def plot_transition_rates(by_label: dict[str, list[list[dict]]], path: Path, *, title: str) -> Path:
+    """Figure (d): target vs measured transition rate (left), U_t (right, log scale), one colour per row label."""
+    fig, (rate_ax, u_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for i, (label, histories) in enumerate(sorted(by_label.items())):
+        colour = f"C{i}"
+        rate_ax.plot(*mean_curve(histories, "trs/target"), color=colour, linestyle="--", linewidth=1.2,
+                     label=f"{label}: target R_t")
+        rate_ax.plot(*mean_curve(histories, "trs/rate_ema"), color=colour, linewidth=1.4,
+                     label=f"{label}: measured K_t")
+        rate_ax.plot(*mean_curve(histories, "trs/rate"), color=colour, linewidth=0.6, alpha=0.5,
+                     label=f"{label}: measured k_t")
+        u_ax.plot(*mean_curve(histories, "trs/U"), color=colour, linewidth=1.2, label=label)
+    rate_ax.set(xlabel="iteration", ylabel="transition rate")
+    u_ax.set(xlabel="iteration", ylabel="U_t (the optimizer's step size)", yscale="log")
+    rate_ax.legend(fontsize=7)
+    u_ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
 
 
 def plot_metric_vs_bits(table: ResultTable, out_dir: Path) -> list[Path]:

@@ -22,7 +22,7 @@ def best_top1(final: float, seed: int) -> float:
 
 
 def write_run(root, run_id, *, quantizer, bits, seed, model, data="fashion_mnist", name=NAME, status="finished",
-              error=None, top1=None):
+              error=None, top1=None, optim=None):
     """One run folder as train.py leaves it; returns its path."""
     run_dir = root / name / run_id
     run_dir.mkdir(parents=True)
@@ -32,6 +32,8 @@ def write_run(root, run_id, *, quantizer, bits, seed, model, data="fashion_mnist
                "metric": "test/top1", "model": model, "data": data, "quantizer": quantizer,
                "bits": bits, "seed": seed, "final": final, "best": best, "epochs": 1, "steps": 40,
                "wall_time_s": 1.0, "versions": {}, "config": {"seed": seed}}
+    if optim is not None:  # the trainer's `optim` label (runs from before it existed have none)
+        summary["optim"] = optim
     (run_dir / "summary.json").write_text(json.dumps(summary))
     lines = []
     for i, step in enumerate(STEPS):

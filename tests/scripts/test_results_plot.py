@@ -38,3 +38,18 @@ def test_bad_selection_gives_one_line_error_and_no_files(results_root, tmp_path,
 
 def test_file_names_from_labels_have_no_colons_or_slashes():
     assert file_stem("sweep", "imagenet", "timm:resnet18", "w4a4g4") == "sweep_imagenet_timm-resnet18_w4a4g4"
+
+
+def test_trs_runs_get_a_target_vs_measured_transition_rate_figure(tmp_path, write_fake_run):
+    import json
+    for seed in (0, 1):
+        run_dir = write_fake_run(tmp_path, f"optim=sgdt,seed={seed}", quantizer="minmax", bits="2/2/32", seed=seed,
+                                 model="resnet20", top1=80.0, optim="sgdt")
+        lines = [{"step": s, "epoch": 0, "trs/target": 5e-3 * (1 - s / 40), "trs/rate": 2e-3, "trs/rate_ema": 1e-3,
+                  "trs/U": 0.1, "TR/layer1.0.conv1": 1e-3} for s in (10, 20, 30)]
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.writelines(json.dumps(x) + "\n" for x in lines)
+    written = {p.name for p in make_figures(tmp_path, out=tmp_path / "fig")}
+    stem = "fmnist_table_fashion_mnist_resnet20_w2a2g32"
+    assert {f"{stem}_transition_rate.png", f"{stem}_TR.png"} <= written
+    assert (tmp_path / "fig" / f"{stem}_transition_rate.png").stat().st_size > 1000

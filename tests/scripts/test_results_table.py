@@ -112,6 +112,28 @@ def test_paper_numbers_appear_beside_imagenet_runs_of_the_models_the_paper_repor
     assert "(Kim et al." not in render_markdown(build_table(tmp_path / "b"))
 
 
+def test_trs_paper_numbers_appear_beside_imagenet_runs_with_full_precision_gradients_per_optimizer(
+        tmp_path, write_fake_run):
+    trs_csv = REFERENCE_CSV.with_name("trs_imagenet.csv")
+    lines = [ln for ln in trs_csv.read_text().splitlines() if ln and not ln.startswith("#")]
+    paper = {(r["model"], r["bits_wa"]): r for r in csv.DictReader(lines)}
+    for optim in ("sgd", "sgdt", "adamw", "adamt"):
+        for seed in (0, 1):
+            write_fake_run(tmp_path, f"optim={optim},seed={seed}", quantizer="minmax", bits="2/2/32", seed=seed,
+                           model="resnet18", data="imagenet", top1=60.0 + seed, optim=optim)
+    write_fake_run(tmp_path, "adamw-lbt", quantizer="lbt", bits="4/4/4", seed=0, model="resnet18",
+                   data="imagenet", top1=60.0, optim="adamw")
+    (section,) = build_table(tmp_path).sections
+    row = paper[("resnet18", "2/2")]
+    assert section.paper[("resnet18", "minmax", "2/2/32")] == float(row["sgd"])  # SGD rows stay unmarked
+    assert section.paper[("resnet18", "minmax sgdt", "2/2/32")] == float(row["sgdt"])
+    assert section.paper[("resnet18", "minmax adamw", "2/2/32")] == float(row["adam"])
+    assert section.paper[("resnet18", "minmax adamt", "2/2/32")] == float(row["adamt"])
+    assert all(c.final.n == 2 for k, c in section.cells.items() if k[2] == "2/2/32")  # one row per optimizer
+    assert ("resnet18", "lbt adamw", "4/4/4") not in section.paper  # the LBT paper trained with SGD only
+    assert "Lee et al., arXiv 2404.19248" in render_markdown(build_table(tmp_path))
+
+
 @pytest.mark.parametrize("data", ["synthetic", "fashion_mnist", "cifar100"])
 def test_paper_numbers_never_appear_beside_runs_on_other_data(tmp_path, make_fake_runs, data):
     # same model and quantizers as the paper's ImageNet table, but not ImageNet: no comparison

@@ -27,6 +27,8 @@ def labels_of(overrides, bits="4/4/4"):
     (["task=detection"], "task", "detection"),
     (["experiment=lbt_imagenet_resnet18"], "data", "imagenet"),
     (["quant/grad=mse"], "quantizer", "mse"),
+    (["optim=sgdt"], "optim", "sgdt"),
+    (["experiment=lbt_cifar100_resnet20"], "optim", "sgd_multistep"),
 ])
 def test_labels_are_the_config_choices(overrides, key, expected):
     assert labels_of(overrides)[key] == expected

@@ -1,0 +1,172 @@
+"""Transition-rate scheduling, TRS (Lee, Kim, Jeon, Ham, arXiv 2404.19248; docs/methods.md §3).
+
+Instead of scheduling the learning rate of the latent weights, schedule how many *quantized* weights change per
+step. `TransitionRateScheduler` takes the place of the weights' LR scheduler (`optim=sgdt`, `optim=adamt`):
+
+    k_t = (# integer weight codes that changed in step t) / (# quantized weights)        measured, §3.1
+    K_t = m K_{t-1} + (1 - m) k_t,   m = 0.99   (read bias-corrected, K_t / (1 - m^n))     §3.2
+    R_t = lambda * (1 + cos(pi t / T)) / 2                                                 target, §3.3
+    U_t = max(0, U_{t-1} + eta (R_t - K_t))                                                §3.4
+    w  <- w - U_t d_t,   d_t the base optimizer's direction (SGD with momentum, AdamW)
+
+`w - U_t d_t` is the base optimizer run with learning rate U_t, so U_t is a 0-dim tensor on the weights' device
+that *is* the optimizer's `lr` (fused SGD / AdamW take a tensor lr without a host sync). Everything per step
+stays on device; `drain_transition_stats` reads the logged values with one host sync on logging steps.
+
+Unconfirmed in the paper (config values, docs/methods.md §3.5): `eta`; U_0 (we start at the optimizer's
+configured `lr`); reading K bias-corrected (`debias`, ours: a plain EMA from K_0 = 0 makes U wind up for the
+first ~1/(1-m) steps); whether lambda should scale with the weight bits (we do not scale it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from quant.forward import WeightQuantizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class TRSSpec:
+    """The TRS hyper-parameters (docs/methods.md §3): target R_0 = lambda_, controller gain eta, EMA momentum."""
+
+    lambda_: float
+    eta: float
+    momentum: float = 0.99
+    debias: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.lambda_ <= 1:
+            raise ValueError(f"optim.trs.lambda_={self.lambda_} is invalid: use a target transition rate in (0, 1], "
+                             "e.g. 5e-3")
+        if not self.eta > 0:
+            raise ValueError(f"optim.trs.eta={self.eta} is invalid: use a gain > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"optim.trs.momentum={self.momentum} is invalid: use a value in [0, 1), e.g. 0.99")
+
+
+def quantized_weights(model: nn.Module) -> list[tuple[str, Tensor, WeightQuantizer]]:
+    """(layer name, weight, its WeightQuantizer) of every layer whose weights are quantized."""
+    model = getattr(model, "_orig_mod", model)
+    return [(name, m.weight, m.wq) for name, m in model.named_modules() if isinstance(getattr(m, "wq", None),
+                                                                                      WeightQuantizer)]
+
+
+class TransitionRateScheduler:
+    """Drives the weights' optimizer's learning rate U_t so that the transition rate follows R_t (module docstring).
+
+    Stepped like an LR scheduler, after the optimizers (the weights' and the intervals'): it compares every
+    quantized layer's integer codes with the previous step's, so a code moved by a change of s_W alone counts as
+    a transition too (the integer value changed; the paper counts integer weight changes). The first step only
+    records the codes. A step skipped for non-finite gradients measures k = 0 and raises U a little.
+
+    Under DDP the weights and s_W are bit-identical on every rank, so every rank counts the same transitions and
+    computes the same U_t without a collective (docs/methods.md §3.1).
+
+    State (`state_dict`): U_t, K, the step counters and the previous codes (uint8: at most 255 values, 8 bits),
+    so a resumed run continues exactly.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *, steps_per_epoch: int, epochs: int,
+                 lambda_: float, eta: float, momentum: float = 0.99, debias: bool = True) -> None:
+        self.spec = TRSSpec(lambda_=lambda_, eta=eta, momentum=momentum, debias=debias)
+        self.layers = quantized_weights(model)
+        if not self.layers:
+            raise ValueError("optim=sgdt/adamt schedules quantized weight transitions but no layer has quantized "
+                             "weights: set bits / quant.bits.w, or use optim=sgd / optim=adamw")
+        if any(q.bits > 8 for _, _, q in self.layers):
+            raise ValueError("transition-rate scheduling keeps codes as uint8: use weight bits <= 8")
+        self.optimizer = optimizer
+        self.total_steps = max(1, steps_per_epoch * epochs)
+        device = self.layers[0][1].device
+        lr = optimizer.param_groups[0]["lr"]
+        self.u = torch.tensor(float(lr), device=device)  # U_0: the configured lr (unconfirmed, §3.5)
+        self.ema = torch.zeros((), device=device)  # K, not bias-corrected
+        self.rate = torch.zeros((), device=device)  # k_t of the last step
+        self.window = torch.zeros(len(self.layers), device=device)  # per-layer changes since the last drain
+        self.steps = 0  # scheduler steps taken (t)
+        self.measured = 0  # steps with a measurement (n, for the bias correction)
+        self.window_steps = 0
+        self.numel = torch.tensor([float(w.numel()) for _, w, _ in self.layers], device=device)
+        self.total = float(sum(w.numel() for _, w, _ in self.layers))
+        self.previous: list[Tensor] | None = None
+        self._bind()
+
+    def _bind(self) -> None:
+        """Make U_t the optimizer's lr (the same tensor object, so updating U updates the step size)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.u
+
+    def target(self, step: int | None = None) -> float:
+        """R_t: cosine decay from lambda to 0 over the run (docs/methods.md §3.3)."""
+        t = self.steps if step is None else step
+        return self.spec.lambda_ * 0.5 * (1 + math.cos(math.pi * min(1.0, t / self.total_steps)))
+
+    def _codes(self) -> list[Tensor]:
+        return [q.codes(w).to(torch.uint8) for _, w, q in self.layers]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Measure k_t against the previous codes, update K and U (all on device, no host sync)."""
+        self._bind()
+        codes = self._codes()
+        if self.previous is not None:
+            changed = torch.stack([(c != p).sum() for c, p in zip(codes, self.previous)]).float()  # (L,)
+            self.window += changed
+            self.window_steps += 1
+            self.rate.copy_(changed.sum() / self.total)
+            m = self.spec.momentum
+            self.ema.mul_(m).add_(self.rate, alpha=1 - m)
+            self.measured += 1
+            self.u.add_(self.spec.eta * (self.target() - self.running_rate())).clamp_(min=0.0)
+        self.previous = codes
+        self.steps += 1
+
+    def running_rate(self) -> Tensor:
+        """K_t as the controller reads it: the EMA, bias-corrected when `debias` (docs/methods.md §3.2)."""
+        if self.spec.debias and self.measured:
+            return self.ema / (1 - self.spec.momentum ** self.measured)
+        return self.ema
+
+    def get_last_lr(self) -> list[Tensor]:
+        return [self.u]
+
+    def state_dict(self) -> dict:
+        return {"u": self.u.clone(), "ema": self.ema.clone(), "rate": self.rate.clone(),
+                "window": self.window.clone(), "steps": self.steps, "measured": self.measured,
+                "window_steps": self.window_steps,
+                "previous": None if self.previous is None else [p.clone() for p in self.previous]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore in place (the checkpoint is read onto the CPU; our tensors stay on the weights' device)."""
+        for name in ("u", "ema", "rate", "window"):
+            getattr(self, name).copy_(state[name])
+        self.steps, self.measured, self.window_steps = state["steps"], state["measured"], state["window_steps"]
+        previous = state["previous"]
+        self.previous = None if previous is None else [p.to(self.u.device) for p in previous]
+        self._bind()
+
+    def stats(self) -> dict[str, Tensor]:
+        """The logged values as device tensors; the per-layer rate is the mean over the steps since the last call.
+
+        Keys: trs/target (R_t), trs/rate (k_t), trs/rate_ema (K_t), trs/U, TR/<layer>.
+        """
+        per_layer = self.window / (self.numel * max(1, self.window_steps))
+        self.window.zero_()
+        self.window_steps = 0
+        target = torch.full((), self.target(max(0, self.steps - 1)), device=self.u.device)  # R of the last update
+        out = {"trs/target": target, "trs/rate": self.rate,
+               "trs/rate_ema": self.running_rate(), "trs/U": self.u}
+        out.update({f"TR/{name}": per_layer[i] for i, (name, _, _) in enumerate(self.layers)})
+        return out
+
+
+def drain_transition_stats(schedulers: list) -> dict[str, float]:
+    """The TRS values of the schedulers that are TransitionRateSchedulers (none: {}); one host sync."""
+    stats = {k: v for s in schedulers if isinstance(s, TransitionRateScheduler) for k, v in s.stats().items()}
+    if not stats:
+        return {}
+    return dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
