@@ -30,21 +30,30 @@ def mid_epoch_checkpoint(run_dir: Path) -> dict | None:
     return ckpt if ckpt["batch"] > 0 else None
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    results = tmp_path_factory.mktemp("straight")
-    done = subprocess.run(cli(results), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (summary,) = results.glob("default/*/summary.json")
-    return json.loads(summary.read_text()), summary.parent.name
+_REFERENCES: dict[str, tuple[dict, str]] = {}
 
 
-@pytest.mark.parametrize("sig, exit_code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 128 + signal.SIGTERM),
-                                            (signal.SIGUSR1, 128 + signal.SIGUSR1)])
-def test_interrupted_mid_epoch_resumes_to_the_same_result(tmp_path, reference, sig, exit_code):
-    expected, run_name = reference
+def reference(tmp_path_factory, optim: str) -> tuple[dict, str]:
+    """The uninterrupted run's summary and folder name, once per optimizer."""
+    if optim not in _REFERENCES:
+        results = tmp_path_factory.mktemp(f"straight_{optim}")
+        done = subprocess.run(cli(results, f"optim={optim}"), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (summary,) = results.glob("default/*/summary.json")
+        _REFERENCES[optim] = json.loads(summary.read_text()), summary.parent.name
+    return _REFERENCES[optim]
+
+
+@pytest.mark.parametrize("sig, exit_code, optim", [
+    (signal.SIGKILL, -signal.SIGKILL, "sgd"), (signal.SIGTERM, 128 + signal.SIGTERM, "sgd"),
+    (signal.SIGUSR1, 128 + signal.SIGUSR1, "sgd"),
+    (signal.SIGKILL, -signal.SIGKILL, "sgdt"),  # the transition-rate state (codes, K, U) resumes too
+])
+def test_interrupted_mid_epoch_resumes_to_the_same_result(tmp_path, tmp_path_factory, sig, exit_code, optim):
+    expected, run_name = reference(tmp_path_factory, optim)
     run_dir = tmp_path / "default" / run_name
-    proc = subprocess.Popen(cli(tmp_path, "checkpoint_every_min=0.0002"), cwd=ROOT, env=ENV,
+    proc = subprocess.Popen(cli(tmp_path, f"optim={optim}", "checkpoint_every_min=0.0002"), cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while mid_epoch_checkpoint(run_dir) is None and time.time() < deadline and proc.poll() is None:
@@ -56,7 +65,8 @@ def test_interrupted_mid_epoch_resumes_to_the_same_result(tmp_path, reference, s
     assert ckpt is not None and ckpt["epoch"] < 2, "no mid-epoch checkpoint to resume from"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
 
-    resumed = subprocess.run(cli(tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cli(tmp_path, f"optim={optim}"), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     got = json.loads((run_dir / "summary.json").read_text())
     assert got["status"] == "finished"
