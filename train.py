@@ -222,8 +222,11 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     model.to(device)
     if run.channels_last:  # ~1.4x faster convolutions on CPU (oneDNN) and on tensor cores
         model.to(memory_format=torch.channels_last)
-    optimizers, schedulers, params = build_optimizers(cfg, model, steps_per_epoch=len(bundle.train),
-                                                      epochs=run.epochs)
+    try:  # the factories' own checks (e.g. TRS without quantized weights) are bad config, not crashes
+        optimizers, schedulers, params = build_optimizers(cfg, model, steps_per_epoch=len(bundle.train),
+                                                          epochs=run.epochs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     step_model = distributed.wrap(model, dist)
     step_model = torch.compile(step_model) if run.compile else step_model
     # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
