@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from optim.trs import drain_transition_stats
 from quant import (QConv2d, QLinear, QuantSpec, drain_grad_stats, quant_parameters, quantize_, set_deferred_updates, set_recording,
-                   apply_deferred_updates, sync_quant_state, warmup_grad_intervals)
+                   apply_deferred_updates, set_precision_schedule, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
@@ -86,9 +86,11 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
     else:
         w, a, g = cfg.quant.bits.w, cfg.quant.bits.a, cfg.quant.bits.g
     keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
+    precision = OmegaConf.select(cfg, "quant.precision")  # quant=apt: adaptive bit-widths (docs/methods.md §4)
     return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
-                     keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp)
+                     keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
+                     precision=build(precision) if precision is not None else None)
 
 
 def store_effective_bits(cfg: DictConfig, qspec: QuantSpec) -> None:
@@ -176,7 +178,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
         qspec = build_quant_spec(cfg)
         quantized = not qspec.is_full_precision
         store_effective_bits(cfg, qspec)
-        bits = run_info.bits_label(qspec.w_bits, qspec.a_bits, qspec.g_bits)
+        bits = run_info.bits_label(qspec.w_bits, qspec.a_bits, qspec.g_bits, adaptive=qspec.precision)
         labels = {**run_info.run_labels(cfg, choices or {}, bits=bits), "seed": cfg.seed}
         wandb_spec = WandbSpec(mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                                group=cfg.logger.group, job_type=f"{labels['quantizer']}-{bits}",
@@ -219,6 +221,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
             raise ConfigError(f"no layer was quantized although bits={labels['bits']}: quant.keep_fp="
                               f"{list(qspec.keep_fp)} / quant.keep_first_last keep every conv and linear layer")
         set_deferred_updates(model, dist.enabled)  # gamma updates wait for the cross-rank reduction
+        set_precision_schedule(model, steps_per_epoch=len(bundle.train), epochs=run.epochs)  # APT only
     model.to(device)
     if run.channels_last:  # ~1.4x faster convolutions on CPU (oneDNN) and on tensor cores
         model.to(memory_format=torch.channels_last)

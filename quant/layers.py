@@ -2,7 +2,8 @@
 
 They subclass nn.Conv2d / nn.Linear, so `weight` and `bias` keep their names and a full-precision state_dict
 loads into them; the quantizers are submodules `wq` (s_W), `aq` (u_A) and `gq` (gamma, counters), or
-nn.Identity for a role kept in full precision.
+nn.Identity for a role kept in full precision. Under APT (QuantSpec.precision) they are quant.apt_layers'
+adaptive-precision quantizers instead.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from quant.apt_layers import AptGradQuantizer, AptQuantizer
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.gradient import GradQuantizer
 from quant.spec import QuantSpec
@@ -17,6 +19,11 @@ from quant.spec import QuantSpec
 
 def _quantizers(spec: QuantSpec, device) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(wq, aq, gq) for one layer; nn.Identity where the spec keeps that role in full precision."""
+    if spec.precision is not None:  # APT: adaptive bit-widths, power-of-two scales (docs/methods.md §4)
+        policy = spec.precision
+        return (AptQuantizer("w", spec.w_bits, policy, device) if spec.w_bits else nn.Identity(),
+                AptQuantizer("a", spec.a_bits, policy, device) if spec.a_bits else nn.Identity(),
+                AptGradQuantizer(spec.g_bits, policy, device) if spec.g_bits else nn.Identity())
     wq = WeightQuantizer(spec.w_bits, device=device) if spec.w_bits else nn.Identity()
     aq = ActQuantizer(spec.a_bits, device=device) if spec.a_bits else nn.Identity()
     gq = GradQuantizer(spec.g_bits, spec.grad, large_fraction=spec.large_fraction, device=device) \

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quant.apt import AptPolicy
 from quant.grad.base import GradPolicy
 from quant.grad.minmax import MinMaxPolicy
 
@@ -27,6 +28,9 @@ class QuantSpec:
     (docs/methods.md §1.1). keep_fp: fnmatch patterns of module names that stay full precision, e.g. ("head.*",).
     large_fraction: the fraction of largest |g| that counts as "large gradients" G_L in the E(G_L) statistic
     (docs/methods.md §1.5: 1e-3).
+    precision: an APT controller (docs/methods.md §4): every quantized role gets the power-of-two fixed-point
+    format of quant.apt_layers instead of the learnable-interval quantizers, starting at its bits (which must be
+    one of `precision.candidates`); `grad` is then unused.
     """
 
     w_bits: int | None = None
@@ -36,6 +40,7 @@ class QuantSpec:
     keep_first_last: bool = True
     keep_fp: tuple[str, ...] = ()
     large_fraction: float = 1e-3
+    precision: AptPolicy | None = None
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -50,6 +55,14 @@ class QuantSpec:
         if isinstance(self.large_fraction, bool) or not isinstance(self.large_fraction, (int, float)) \
                 or not 0 < self.large_fraction < 1:
             raise ValueError(f"quant.large_fraction={self.large_fraction!r} is invalid: use a number in (0, 1)")
+        if self.precision is not None:
+            if not isinstance(self.precision, AptPolicy):
+                raise ValueError(f"quant.precision={self.precision!r} is invalid: use quant=apt (a quant.apt.AptPolicy)")
+            for role in ("w", "a", "g"):
+                bits = getattr(self, f"{role}_bits")
+                if bits is not None and bits not in self.precision.candidates:
+                    raise ValueError(f"quant.bits.{role}={bits} is invalid under APT: start at one of "
+                                     f"quant.precision.candidates={list(self.precision.candidates)}")
 
     @property
     def is_full_precision(self) -> bool:

@@ -3,9 +3,10 @@
 Each rank quantizes its own dL/dY, with its own g_max and rounding noise. What must agree across ranks is the
 state that shapes the NEXT quantization: gamma, and the intervals s_W, u_A set from the first batch.
 
-- `apply_deferred_updates(model, all_reduce)` after every backward: ONE packed (L, 4) all-reduce of what the
-  layers left in `pending` (set_deferred_updates), then each policy's gamma update from the rank means; no host
-  sync, so it can sit in a step that never waits for the GPU.
+- `apply_deferred_updates(model, all_reduce)` after every backward: ONE packed all-reduce of what the
+  layers left in `pending` (set_deferred_updates), then each policy's gamma update from the rank means, and the
+  APT controllers' step on the rank-mean shift and diff_bit (docs/methods.md §4); no host sync, so it can sit in
+  a step that never waits for the GPU.
 - `sync_quant_state(model, all_reduce)` once, after the first-batch warm-up: rank means of s_W, u_A and gamma.
 
 `all_reduce(t)` sums `t` over the ranks in place (e.g. `lambda t: torch.distributed.all_reduce(t)`, SUM is its
@@ -20,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from quant.apt import ControllerState, controller_step
+from quant.apt_layers import AptQuantizer, named_apt_quantizers
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.grad.base import GradPolicy
 from quant.gradient import GradQuantizer, named_grad_quantizers
@@ -35,7 +38,7 @@ def set_deferred_updates(model: nn.Module, enabled: bool) -> None:
     training gives the same gamma either way (the update only moves to after the backward), except for a layer
     applied several times per step: deferred, it takes one update from the mean statistics.
     """
-    for _, quantizer in named_grad_quantizers(model):
+    for _, quantizer in named_grad_quantizers(model) + named_apt_quantizers(model):
         quantizer.deferred = enabled
 
 
@@ -48,19 +51,27 @@ def apply_deferred_updates(model: nn.Module, all_reduce: AllReduce | None = None
     by the total over the ranks, so it too is the same everywhere. Every rank must call it at the same steps.
     """
     quantizers = [q for _, q in named_grad_quantizers(model)]
-    if not quantizers:
+    apt = [q for _, q in named_apt_quantizers(model)]
+    if not quantizers and not apt:
         return
-    if not all(q.deferred for q in quantizers):
-        raise RuntimeError("apply_deferred_updates found gradient quantizers that update gamma in backward: call "
+    if not all(q.deferred for q in quantizers + apt):
+        raise RuntimeError("apply_deferred_updates found quantizers that update their state in place: call "
                            "quant.set_deferred_updates(model, True) before the forward")
     groups: dict[tuple[GradPolicy, int], list[GradQuantizer]] = {}  # layers sharing a policy update as one vector
     for q in quantizers:
         groups.setdefault((q.policy, q.bits), []).append(q)
     ordered = [q for members in groups.values() for q in members]
-    table = torch.stack([q.pending for q in ordered])  # (L, 4): gradient.PENDING_NAMES, this rank's sums
-    torch._foreach_zero_([q.pending for q in ordered])
+    pendings = [q.pending for q in ordered + apt]
+    packed = torch.cat(pendings)  # (4 L + 3 Q,): gradient.PENDING_NAMES rows, then apt_layers.PENDING_NAMES rows
+    torch._foreach_zero_(pendings)
     if all_reduce is not None:
-        all_reduce(table)  # the step's one collective
+        all_reduce(packed)  # the step's one collective
+    split = 4 * len(ordered)
+    if apt:
+        _step_apt_controllers(apt, packed[split:].view(len(apt), 3))
+    if not ordered:
+        return
+    table = packed[:split].view(len(ordered), 4)  # (L, 4), summed over the ranks
     skipped, valid, gamma_sum, clip_sum = table.unbind(1)  # (L,) each
     count = valid.clamp_min(1.0)
     gamma_used, clip_fraction = gamma_sum / count, clip_sum / count
@@ -73,6 +84,25 @@ def apply_deferred_updates(model: nn.Module, all_reduce: AllReduce | None = None
     gammas = [q.gamma for q in ordered]
     torch._foreach_copy_(gammas, list(torch.where(valid > 0, torch.cat(updated), torch.stack(gammas)).unbind()))
     torch._foreach_add_([q.skipped for q in ordered], list(skipped.unbind()))
+
+
+def _step_apt_controllers(apt: list[AptQuantizer], table: Tensor) -> None:
+    """One controller step for every APT quantizer, as one vector, on the rank means of its pending row (Q, 3).
+
+    A quantizer that observed several tensors since the last call (a layer applied twice) steps once, on the mean.
+    """
+    valid, shift_sum, diff_sum = table.unbind(1)  # (Q,) each
+    count = valid.clamp_min(1.0)
+    policy, first = apt[0].policy, apt[0]
+    if any(q.policy != policy or (q.dense_steps, q.max_interval) != (first.dense_steps, first.max_interval)
+           for q in apt):
+        raise RuntimeError("APT quantizers of one model must share one policy and schedule: build them from one "
+                           "QuantSpec and call quant.set_precision_schedule on the whole model")
+    state = ControllerState(*(torch.stack([getattr(q, name) for q in apt]) for name in ControllerState._fields))
+    new = controller_step(state, shift_sum / count, diff_sum / count, valid > 0, policy,
+                          dense_steps=first.dense_steps, max_interval=first.max_interval)
+    for name, values in zip(ControllerState._fields, new):
+        torch._foreach_copy_([getattr(q, name) for q in apt], list(values.unbind()))
 
 
 def _state_row(m: nn.Module) -> Tensor:

@@ -18,10 +18,13 @@ def _bit(value) -> str:
     return "32" if value is None or value == 32 else str(value)
 
 
-def bits_label(w, a, g) -> str:
-    """W/A/G label used as a table column: `4/4/4`, or `fp32` when nothing is quantized."""
+def bits_label(w, a, g, adaptive=None) -> str:
+    """W/A/G label used as a table column: `4/4/4`, or `fp32` when nothing is quantized; a run whose bits adapt
+    (`adaptive`: the QuantSpec's APT policy) is labelled by the policy, e.g. `apt8-24` (docs/methods.md §4)."""
     if all(b is None or b == 32 for b in (w, a, g)):
         return FULL_PRECISION
+    if adaptive is not None:
+        return adaptive.label
     return "/".join(_bit(b) for b in (w, a, g))
 
 
@@ -38,9 +41,10 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
     "data": "cifar100", "quant/grad": "lbt", "task": "classification"}; `bits` is `bits_label(...)` of the
     built QuantSpec. The model label is the choice, plus the built model's name when it differs from the
     choice: `model=timm model.name=resnet50` -> `timm:resnet50` (a generic config names its network only
-    through `name`). The quantizer is the `quant/grad` choice, or `fp32` when nothing is quantized (a fixed
-    ratio's gamma stays in the summary's config: `runtime.results.quantizer_label` shows it). `optim` is the
-    `optim` choice (sgd, sgd_multistep, adamw, sgdt, adamt, ...), or the optimizer class name in lower case.
+    through `name`). The quantizer is the `quant/grad` choice (the `quant` choice, `apt`, for an adaptive-precision
+    config), or `fp32` when nothing is quantized (a fixed ratio's gamma stays in the summary's config:
+    `runtime.results.quantizer_label` shows it). `optim` is the `optim` choice (sgd, sgd_multistep, adamw, sgdt,
+    adamt, ...), or the optimizer class name in lower case.
 
     A group missing from `choices` (a config composed without Hydra's runtime, as in unit tests that call
     `train.train(cfg)`) falls back to the model's name or builder function, and for the other groups to the
@@ -51,8 +55,12 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
         model = str(name) if name is not None else str(cfg.model._target_).split(".")[-1]
     else:
         model = str(chosen) if name is None or str(name) == chosen else f"{chosen}:{name}"
-    quantizer = FULL_PRECISION if bits == FULL_PRECISION else str(
-        choices.get("quant/grad") or _target_module(cfg.quant.grad))
+    if bits == FULL_PRECISION:
+        quantizer = FULL_PRECISION
+    elif OmegaConf.select(cfg, "quant.precision") is not None:  # APT: the quant choice (`apt`), not the unused grad
+        quantizer = str(choices.get("quant") or _target_module(cfg.quant.precision))
+    else:
+        quantizer = str(choices.get("quant/grad") or _target_module(cfg.quant.grad))
     optimizer = str(choices.get("optim") or str(cfg.optim.optimizer._target_).split(".")[-1].lower())
     return {"task": str(choices.get("task") or _target_module(cfg.task)), "model": model,
             "data": str(choices.get("data") or _target_module(cfg.data)), "quantizer": quantizer, "bits": bits,

@@ -9,6 +9,9 @@
 (d) runs with transition-rate scheduling (optim=sgdt/adamt, docs/methods.md §3): `<group>_transition_rate.png`,
     the target R_t against the measured running rate K_t and the per-step rate k_t, and U_t beside it;
     `<group>_TR.png`, the transition rate per layer.
+(e) APT runs (docs/methods.md §4): `<group>_bits_{w,a,g}.png` and `<group>_diff_bit_{w,a,g}.png` per layer over
+    iterations, `<group>_bits_map.png` (layers x iterations, colour = bits, one panel per role, mean over seeds) and
+    `<group>_apt_cost.png` (mean bits per role and the bit-weighted MAC cost relative to 32-bit).
 `<group>` is `<name>_<data>_<model>_<w4a4g4>`.
 
     python scripts/plot.py [--root results] [--name NAME] [--bits 4/4/4] [--layers L1,L2] [--out DIR]
@@ -36,7 +39,10 @@ from runtime.results_table import ResultTable, build_table, row_sort_key  # noqa
 LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),
                  ("E_G/", "E(G)  (mean |ĝ-g| / g_max, all gradients)", "E_G"),
                  ("gamma/", "gamma = c / g_max", "gamma"),
-                 ("TR/", "transition rate (mean between logging steps)", "TR"))
+                 ("TR/", "transition rate (mean between logging steps)", "TR"),
+                 *((f"bits_{r}/", f"{r.upper()} bits (APT)", f"bits_{r}") for r in "wag"),
+                 *((f"diff_bit_{r}/", f"diff_bit of {r.upper()} (APT)", f"diff_bit_{r}") for r in "wag"))
+ROLES = {"w": "weights", "a": "activations", "g": "gradients"}
 
 
 def file_stem(*labels: str) -> str:
@@ -119,6 +125,7 @@ def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str]
             axes[0].legend(fontsize=7)
             fig.suptitle(f"{name}: {model} on {data}, W/A/G {bits}, mean over seeds", fontsize=10)
             written.append(save_figure(fig, out_dir / f"{stem}_{suffix}.png"))
+        written += plot_apt_curves(all_histories, out_dir, stem, title=f"{name}: {model} on {data}, {bits}")
         fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
         for q in quantizers:
             ax.plot(*mean_curve(by_quantizer[q], "train/loss"), label=q, linewidth=1.2)
@@ -150,6 +157,39 @@ def plot_transition_rates(by_label: dict[str, list[list[dict]]], path: Path, *, 
     u_ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+def plot_apt_curves(histories: list[list[dict]], out_dir: Path, stem: str, *, title: str) -> list[Path]:
+    """Figure (e): bits per layer over training as a map per role, and the precision/compute trade-off curves."""
+    roles = [r for r in ROLES if layer_names(histories, f"bits_{r}/")]
+    if not roles:
+        return []
+    fig, axes = plt.subplots(1, len(roles), figsize=(4.6 * len(roles), 4.2), squeeze=False, layout="constrained")
+    grids = {}
+    for role in roles:
+        names = layer_names(histories, f"bits_{role}/")
+        curves = [mean_curve(histories, f"bits_{role}/{n}") for n in names]
+        steps = sorted({s for xs, _ in curves for s in xs})
+        grids[role] = names, steps, [[dict(zip(xs, ys)).get(s, math.nan) for s in steps] for xs, ys in curves]
+    seen = [v for _, _, grid in grids.values() for row in grid for v in row if math.isfinite(v)]
+    low, high = min(seen), max(seen)  # one colour scale for the three panels
+    for ax, role in zip(axes[0], roles):
+        names, steps, grid = grids[role]  # grid: (layers, logged steps)
+        image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis", vmin=low,
+                          vmax=high if high > low else low + 1, extent=(steps[0], steps[-1], len(names) - 0.5, -0.5))
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set(xlabel="iteration", title=f"{ROLES[role]} bits")
+    fig.colorbar(image, ax=axes[0].tolist(), label="bits (mean over seeds)")
+    fig.suptitle(f"{title}: bits per layer over training", fontsize=10)
+    written = [save_figure(fig, out_dir / f"{stem}_bits_map.png")]
+    fig, (ax_bits, ax_cost) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    for role in roles:
+        ax_bits.plot(*mean_curve(histories, f"apt/bits_{role}"), label=ROLES[role], linewidth=1.2)
+    ax_bits.set(xlabel="iteration", ylabel="mean bits over layers")
+    ax_bits.legend(fontsize=8)
+    ax_cost.plot(*mean_curve(histories, "apt/cost"), linewidth=1.2)
+    ax_cost.set(xlabel="iteration", ylabel="bit-weighted MACs / 32-bit MACs")
+    fig.suptitle(title, fontsize=10)
+    written.append(save_figure(fig, out_dir / f"{stem}_apt_cost.png"))
+    return written
 
 
 def plot_metric_vs_bits(table: ResultTable, out_dir: Path) -> list[Path]:

@@ -51,6 +51,15 @@ def test_two_step_quantized_training_logs_per_layer_gradient_error(tmp_path):
     assert train.train(compose_cfg(tmp_path, [*TINY, "bits=4", "quant/grad=lbt"]))["wall_time_s"] == summary["wall_time_s"]
 
 
+def test_two_step_apt_training_logs_bits_per_layer_and_the_cost(tmp_path):
+    summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=apt"]), {"quant": "apt"})
+    assert summary["status"] == "finished" and summary["quantizer"] == "apt" and summary["bits"] == "apt8-24"
+    rows = [json.loads(line) for line in (tmp_path / "default" / "test" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r][-1]
+    assert {"apt/bits_w", "apt/bits_a", "apt/bits_g", "apt/diff_bit_g", "apt/cost"} <= set(logged)
+    assert any(k.startswith("bits_g/") for k in logged) and 0 < logged["apt/cost"] <= 9 * 24 ** 2 / (9 * 32 ** 2)
+
+
 def test_full_precision_baseline_has_no_gradient_statistics(tmp_path):
     summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=fp32"]))
     assert summary["bits"] == "fp32" and summary["quantizer"] == "fp32"

@@ -1,0 +1,137 @@
+"""Time one training step of ResNet-20 with APT against fixed 8/8/8, built from the trainer's own pieces.
+
+Each row composes the Hydra config the way `python train.py <overrides>` does and builds the step with train.py's
+functions: `build_quant_spec`, `quantize_`, `set_precision_schedule`, `build_optimizers`, `warmup_grad_intervals`,
+`train_step` (forward, backward, optimizer steps, LR schedules). Rows:
+
+- `fixed 8/8/8`: the project's fixed point, `bits=8 quant/grad=minmax` (learnable W/A intervals, min-max clip);
+- `apt8`: the APT format with its bits pinned (`quant=apt quant.precision.candidates=[8]`);
+- `apt8-24`: APT (`quant=apt`), after a first phase that promoted part of the roles (see --promote-steps), so the
+  timed steps run the controller with mixed bit-widths.
+
+Compiled steps compile the model as train.py does; the compile count after the timed steps shows whether bit
+changes recompiled it (APT's bits are tensors). Steps are interleaved over rounds (row after row) so that load
+from other processes spreads over all rows; the median is reported, and the ratio is to `fixed 8/8/8` in the same
+mode.
+
+    python scripts/bench_apt.py --out results/bench/apt_cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch._dynamo
+from hydra import compose, initialize_config_dir
+
+import train
+from quant import quantize_, set_precision_schedule, warmup_grad_intervals
+from quant.apt_layers import named_apt_quantizers
+from runtime import cli
+
+ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
+        "apt8": ["quant=apt", "quant.precision.candidates=[8]"],
+        "apt8-24": ["quant=apt"]}
+
+
+class Row:
+    """One configuration: model, optimizers, schedulers and a compiled step model, as train.py builds them."""
+
+    def __init__(self, name: str, overrides: list[str], batch, *, compiled: bool, steps_per_epoch: int) -> None:
+        with initialize_config_dir(config_dir=str(cli.CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=["model=resnet20", "data=fashion_mnist", *overrides])
+        self.name, self.batch = name, batch
+        torch.manual_seed(0)
+        self.task = train.build(cfg.task)
+        self.model = train.build(cfg.model, num_classes=10, in_channels=1)
+        quantize_(self.model, train.build_quant_spec(cfg))
+        set_precision_schedule(self.model, steps_per_epoch=steps_per_epoch, epochs=cfg.optim.epochs)
+        self.model.to(memory_format=torch.channels_last).train()
+        self.optimizers, self.schedulers, self.params = train.build_optimizers(
+            cfg, self.model, steps_per_epoch=steps_per_epoch, epochs=cfg.optim.epochs)
+        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, batch))
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.step_model = torch.compile(self.model) if compiled else self.model
+
+    def step(self) -> None:
+        train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,
+                         self.params)
+
+    def bits(self) -> str:
+        """Mean bits per role over layers, e.g. `W 8.0 A 8.0 G 12.4` ("-" without APT)."""
+        by_role: dict[str, list[float]] = {}
+        for _, q in named_apt_quantizers(self.model):
+            by_role.setdefault(q.role, []).append(q.bits.item())
+        return " ".join(f"{r.upper()} {sum(v) / len(v):.1f}" for r, v in by_role.items()) or "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--modes", default="compile", help="comma-separated: eager, compile")
+    parser.add_argument("--promote-steps", type=int, default=20,
+                        help="untimed steps first, in the dense phase of APT's schedule (promotions happen here)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per row per round")
+    parser.add_argument("--out", help="also write the Markdown report here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
+    batch = (x, torch.randint(0, 10, (args.batch_size,)))
+    modes = [m for m in args.modes.split(",") if m]
+    started = time.perf_counter()
+    rows, first_s = [], {}
+    for mode in modes:
+        for name, overrides in ROWS.items():
+            # a 10-step "epoch": the dense phase covers the promotion steps, then checks every few steps
+            row = Row(name, overrides, batch, compiled=mode == "compile", steps_per_epoch=10)
+            t0 = time.perf_counter()
+            for _ in range(args.promote_steps):
+                row.step()
+            first_s[name, mode] = time.perf_counter() - t0
+            rows.append((mode, row))
+            print(f"[{time.perf_counter() - started:5.0f}s] ready: {name} {mode}", file=sys.stderr, flush=True)
+    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    times = {(mode, row.name): [] for mode, row in rows}
+    for _ in range(args.rounds):
+        for mode, row in rows:
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                row.step()
+                times[mode, row.name].append(time.perf_counter() - t0)
+    recompiled = torch._dynamo.utils.counters["stats"]["unique_graphs"] - frames_before
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    lines = [f"# Training-step time: APT vs fixed 8/8/8, ResNet-20 (1x28x28 inputs), batch {args.batch_size}, cpu", "",
+             f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}",
+             f"- step = train.train_step (forward, backward, optimizer steps, schedules) on a fixed random batch; "
+             f"median of {args.rounds * args.steps} steps per row ({args.rounds} interleaved rounds) after "
+             f"{args.promote_steps} untimed steps",
+             f"- graphs compiled during the timed steps (bit changes included): {recompiled}", "",
+             "| config | mode | ms/step | ratio to fixed 8/8/8 | mean bits after the run | first steps incl. compile (s) |",
+             "|---|---|---:|---:|---|---:|"]
+    for mode, row in rows:
+        lines.append(f"| {row.name} | {mode} | {ms[mode, row.name]:.1f} | "
+                     f"{ms[mode, row.name] / ms[mode, 'fixed 8/8/8']:.3f}x | {row.bits()} | "
+                     f"{first_s[row.name, mode]:.0f} |")
+    lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report)
+
+
+if __name__ == "__main__":
+    main()

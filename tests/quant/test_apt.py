@@ -1,0 +1,194 @@
+"""APT (docs/methods.md §4): the format, the controller's promotion and re-check interval, resume, compile, DDP."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from quant import (QuantSpec, apply_deferred_updates, drain_grad_stats, quantize_, set_deferred_updates,
+                   set_precision_schedule)
+from quant.apt import AptPolicy, ControllerState, apt_shift, controller_step, quantize_apt, recheck_interval
+from quant.apt_layers import AptQuantizer
+
+POLICY = AptPolicy()
+
+
+def fresh_state() -> ControllerState:
+    return AptQuantizer("a", 8, POLICY).controller_state()
+
+
+@pytest.mark.parametrize("bits", [8, 16, 24])
+def test_shift_matches_the_formula_and_values_lie_on_the_grid(bits):
+    torch.manual_seed(0)
+    x = torch.randn(1000) * 3.7
+    shift = apt_shift(x.abs().max(), torch.tensor(float(bits)))
+    assert shift.item() == math.ceil(math.log2(x.abs().max().item() / (2 ** (bits - 1) - 1)))
+    x_hat = quantize_apt(x, shift, torch.tensor(float(bits)))
+    k = x_hat / 2 ** shift.item()
+    assert torch.equal(k, k.round()) and k.abs().max() <= 2 ** (bits - 1) - 1
+    assert (x_hat - x).abs().max() <= 2 ** shift.item() / 2  # the range covers max|x|: nothing saturates
+
+
+def test_stochastic_gradient_rounding_is_unbiased():
+    x = torch.full((200_000,), 0.3)
+    x_hat = quantize_apt(x, torch.tensor(0.0), torch.tensor(8.0), stochastic=True)
+    assert x_hat.mean().item() == pytest.approx(0.3, abs=5e-3)
+
+
+@pytest.mark.parametrize("shift, ema, diff, expected", [
+    (0.0, 0.0, 0.01, 8),     # 0.1 / (100 * 0.01^2) - 2
+    (3.0, 2.5, 0.01, 3),     # a|s - m_s| = 0.02 wins: 0.1 / 0.02 - 2
+    (0.0, 0.0, 0.05, 1),     # 0.1 / 0.25 - 2 < 1: clamped to 1
+    (0.0, 0.0, 0.0, 47),     # nothing changes: capped at one epoch
+    (-7.0, -4.0, 0.001, 1),  # the shift jumped by 3: 0.1 / 0.12 - 2 < 1
+])
+def test_recheck_interval_matches_hand_values(shift, ema, diff, expected):
+    t = torch.tensor
+    assert recheck_interval(t(shift), t(ema), t(diff), POLICY, max_interval=47).item() == expected
+
+
+def test_checks_happen_at_the_steps_the_interval_says():
+    """diff_bit 0.01 and a constant shift give I = 8: checks at steps 0, 8, 16 (after a dense phase of 0)."""
+    state, checks = fresh_state(), []
+    for step in range(20):
+        before = state.countdown.clone()
+        state = controller_step(state, torch.tensor(-3.0), torch.tensor(0.01), torch.tensor(True), POLICY,
+                                dense_steps=0, max_interval=100)
+        if before <= 1:
+            checks.append(step)
+    assert checks == [0, 8, 16] and state.interval.item() == 8
+
+
+def test_every_step_is_a_check_during_the_dense_phase():
+    state = fresh_state()
+    for _ in range(5):  # a diff_bit above the threshold promotes at every check: 8 -> 16 -> 24, then stays
+        state = controller_step(state, torch.tensor(0.0), torch.tensor(0.2), torch.tensor(True), POLICY,
+                                dense_steps=5, max_interval=100)
+    assert state.bits.item() == 24 and state.updates.item() == 5
+
+
+def _layer_quantizer(policy=POLICY):
+    q = AptQuantizer("a", 8, policy)
+    q.dense_steps, q.max_interval = 10, 100
+    return q.train()
+
+
+def test_a_stationary_layer_keeps_its_bits():
+    torch.manual_seed(0)
+    q = _layer_quantizer()
+    for _ in range(300):
+        q(torch.randn(4096))
+    assert q.bits.item() == 8 and q.diff_bit.item() < POLICY.threshold
+    assert q.interval.item() > 10  # checks grow rare once nothing moves
+
+
+def test_a_layer_whose_distribution_shifts_sharply_is_promoted():
+    """Gaussian, then the same with a few huge outliers: the power-of-two scale follows max|x|, most values
+    round to zero at 8 bits, diff_bit jumps, and the next check (brought forward by the shift change) promotes."""
+    torch.manual_seed(0)
+    q = _layer_quantizer()
+    for _ in range(100):
+        q(torch.randn(4096))
+    assert q.bits.item() == 8
+    for _ in range(30):
+        x = torch.randn(4096)
+        x[:4] = 5000.0
+        q(x)
+    assert q.bits.item() == 16
+    x = torch.randn(4096)
+    x[:4] = 5000.0
+    assert (q(x) - x).abs().mean() < 0.1  # at 16 bits the bulk is represented again
+
+
+def test_quantizers_move_no_state_in_eval_mode():
+    q = _layer_quantizer().eval()
+    q(torch.randn(100) * 1e4)
+    assert q.updates.item() == 0
+
+
+def small_model(policy=POLICY):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 10))
+    quantize_(model, QuantSpec(w_bits=8, a_bits=8, g_bits=8, precision=policy))
+    set_precision_schedule(model, steps_per_epoch=20, epochs=3)
+    return model
+
+
+def train_steps(model, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(n):
+        x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def apt_buffers(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if ".wq." in k or ".aq." in k or ".gq." in k}
+
+
+def test_resume_restores_every_layers_bits_and_counters():
+    policy = AptPolicy(threshold=0.001)  # low enough that some roles get promoted in a few steps
+    model = small_model(policy)
+    train_steps(model, 12, seed=1)
+    saved = apt_buffers(model)
+    assert {k.rsplit(".", 1)[1] for k in saved} >= set(ControllerState._fields)
+    assert any(k.endswith(".bits") and v.item() > 8 for k, v in saved.items())  # something moved
+    resumed = small_model(policy)
+    resumed.load_state_dict(copy.deepcopy(model.state_dict()))
+    assert all(torch.equal(v, apt_buffers(resumed)[k]) for k, v in saved.items())
+    torch.manual_seed(5)
+    train_steps(model, 15, seed=2)
+    torch.manual_seed(5)
+    train_steps(resumed, 15, seed=2)
+    after, after_resumed = apt_buffers(model), apt_buffers(resumed)
+    assert all(torch.equal(v, after_resumed[k]) for k, v in after.items())
+
+
+def test_stats_report_bits_per_role_and_the_cost():
+    model = small_model()
+    train_steps(model, 2, seed=0)
+    stats = drain_grad_stats(model)
+    assert {"bits_w/2", "bits_a/2", "bits_g/2", "diff_bit_g/2", "interval_a/2", "apt/bits_g", "apt/cost"} <= set(stats)
+    assert stats["apt/cost"] == pytest.approx(3 * 8 * 8 / (3 * 32 * 32))  # everything still at 8 bits
+
+
+def test_bit_changes_do_not_recompile():
+    from torch._dynamo.testing import CompileCounter
+
+    model = small_model()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    for bits in (8.0, 16.0, 24.0, 8.0):
+        for m in model.modules():
+            if isinstance(m, AptQuantizer):
+                m.bits.fill_(bits)
+        F.cross_entropy(compiled(x), y).backward()
+    assert counter.frame_count == 1
+
+
+def test_deferred_updates_with_identical_ranks_match_the_immediate_ones():
+    """Two ranks seeing the same tensors (a fake all-reduce that doubles) give the single-process state."""
+    policy = AptPolicy(stochastic_grad=False, threshold=0.001)
+    immediate, deferred = small_model(policy), small_model(policy)
+    set_deferred_updates(deferred, True)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+        F.cross_entropy(immediate(x), y).backward()
+        F.cross_entropy(deferred(x), y).backward()
+        apply_deferred_updates(deferred, lambda t: t.mul_(2))
+    a, b = apt_buffers(immediate), apt_buffers(deferred)
+    assert all(torch.allclose(v, b[k]) for k, v in a.items())
+
+
+def test_spec_rejects_starting_bits_outside_the_candidates():
+    with pytest.raises(ValueError, match="quant.bits.w=4 is invalid under APT"):
+        QuantSpec(w_bits=4, a_bits=8, g_bits=8, precision=POLICY)
+    with pytest.raises(ValueError, match="candidates"):
+        AptPolicy(candidates=(16, 8))
