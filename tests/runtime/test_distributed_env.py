@@ -13,7 +13,8 @@ SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASK
 @pytest.fixture
 def slurm_task(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded first, so the variables the export adds are removed afterwards
+        monkeypatch.delenv(key)
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
 
