@@ -66,16 +66,25 @@ def round_stochastic(t: Tensor, noise: Tensor | None = None) -> Tensor:
     return torch.floor(t + (uniform_like(t) if noise is None else noise))
 
 
+def grid_index(x: Tensor, lo: Scalar, step: Scalar, levels: Scalar, *, stochastic: bool = False,
+               noise: Tensor | None = None) -> Tensor:
+    """Integer index `k` in `[0, levels]` (as a float tensor) of the grid value `lo + k*step` x rounds to.
+
+    The integer code the exact and int8 kernels compute with (quant.integer); `levels` may be a 0-dim tensor.
+    """
+    t = (x - lo) / step
+    k = round_stochastic(t, noise) if stochastic else round_nearest(t)
+    lowest = torch.zeros_like(levels) if isinstance(levels, Tensor) else 0  # clamp takes two numbers or two tensors
+    return k.clamp_(lowest, levels)
+
+
 def quantize_to_grid(x: Tensor, lo: Scalar, step: Scalar, levels: Scalar, *, stochastic: bool = False,
                      noise: Tensor | None = None) -> Tensor:
     """Grid value `lo + k*step` nearest to x (or stochastically rounded), `k` in `[0, levels]`; saturates.
 
     `levels` may be a 0-dim tensor, so one traced graph serves a grid whose kind is decided on device.
     """
-    t = (x - lo) / step
-    k = round_stochastic(t, noise) if stochastic else round_nearest(t)
-    lowest = torch.zeros_like(levels) if isinstance(levels, Tensor) else 0  # clamp takes two numbers or two tensors
-    return k.clamp_(lowest, levels) * step + lo
+    return grid_index(x, lo, step, levels, stochastic=stochastic, noise=noise) * step + lo
 
 
 def quantize_symmetric(x: Tensor, clip: Scalar, bits: int, *, stochastic: bool = False,
