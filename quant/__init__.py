@@ -6,11 +6,13 @@ and are selected by configs/quant/grad/<stem>.yaml. Multi-process training keeps
 every rank with quant.sync (docs/methods.md §1.7).
 """
 from quant.convert import quant_parameters, quantize_
+from quant.integer import kernel_choices
 from quant.layers import QConv2d, QLinear
 from quant.spec import QuantSpec
 from quant.stats import drain_grad_stats, set_recording
 from quant.sync import apply_deferred_updates, set_deferred_updates, sync_quant_state
 from quant.warmup import warmup_grad_intervals
 
-__all__ = ["QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats", "quant_parameters",
+__all__ = ["QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats", "kernel_choices",
+           "quant_parameters",
            "quantize_", "set_deferred_updates", "set_recording", "sync_quant_state", "warmup_grad_intervals"]

@@ -7,6 +7,8 @@ from quant.grad.base import GradPolicy
 from quant.grad.minmax import MinMaxPolicy
 
 MIN_BITS, MAX_BITS = 2, 16
+KERNELS = ("fake", "exact", "int8")
+INT8_MAX_BITS = 8
 
 
 def _check_bits(role: str, bits) -> int | None:
@@ -27,6 +29,11 @@ class QuantSpec:
     (docs/methods.md §1.1). keep_fp: fnmatch patterns of module names that stay full precision, e.g. ("head.*",).
     large_fraction: the fraction of largest |g| that counts as "large gradients" G_L in the E(G_L) statistic
     (docs/methods.md §1.5: 1e-3).
+    kernel: how a quantized layer computes (docs/methods.md §1.9): "fake" multiplies the dequantized values
+    (today's numerics); "exact" runs the op on the integer codes in float32 and applies the scales after it, so
+    every operand is on its grid in every precision mode; "int8" also runs linear and 1x1-conv GEMMs as
+    int8 x int8 -> int32 (`torch._int_mm`) where quant.integer's rule says it pays. exact/int8 need W, A and G
+    all quantized; int8 needs them <= 8 bits.
     """
 
     w_bits: int | None = None
@@ -36,6 +43,7 @@ class QuantSpec:
     keep_first_last: bool = True
     keep_fp: tuple[str, ...] = ()
     large_fraction: float = 1e-3
+    kernel: str = "fake"
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -50,6 +58,17 @@ class QuantSpec:
         if isinstance(self.large_fraction, bool) or not isinstance(self.large_fraction, (int, float)) \
                 or not 0 < self.large_fraction < 1:
             raise ValueError(f"quant.large_fraction={self.large_fraction!r} is invalid: use a number in (0, 1)")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"quant.kernel={self.kernel!r} is invalid: use one of {', '.join(KERNELS)}")
+        if self.kernel != "fake":
+            for role in ("w", "a", "g"):
+                bits = getattr(self, f"{role}_bits")
+                if bits is None:
+                    raise ValueError(f"quant.kernel={self.kernel} needs W, A and G quantized, got quant.bits.{role}=32:"
+                                     f" quantize every role or use quant.kernel=fake")
+                if self.kernel == "int8" and bits > INT8_MAX_BITS:
+                    raise ValueError(f"quant.kernel=int8 needs W/A/G <= {INT8_MAX_BITS} bits, got quant.bits.{role}="
+                                     f"{bits}: lower it or use quant.kernel=exact")
 
     @property
     def is_full_precision(self) -> bool:
