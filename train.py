@@ -87,7 +87,8 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
     keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
     return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
-                     keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp)
+                     keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
+                     kernel=cfg.quant.kernel)
 
 
 def store_effective_bits(cfg: DictConfig, qspec: QuantSpec) -> None:
