@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
-from quant import (QConv2d, QLinear, QuantSpec, drain_grad_stats, quant_parameters, quantize_, set_deferred_updates, set_recording,
+from quant import (QConv2d, QLinear, QuantSpec, drain_grad_stats, kernel_choices, quant_parameters, quantize_, set_deferred_updates, set_recording,
                    apply_deferred_updates, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.preemption import PreemptionGuard
@@ -216,6 +216,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         if not labels["quantized_layers"]:
             raise ConfigError(f"no layer was quantized although bits={labels['bits']}: quant.keep_fp="
                               f"{list(qspec.keep_fp)} / quant.keep_first_last keep every conv and linear layer")
+        labels["kernels"] = kernel_choices(model)  # {layer: "int8" | "exact" | "fake"}: what quant.kernel ran
         set_deferred_updates(model, dist.enabled)  # gamma updates wait for the cross-rank reduction
     model.to(device)
     if run.channels_last:  # ~1.4x faster convolutions on CPU (oneDNN) and on tensor cores

@@ -50,6 +50,14 @@ def test_two_step_quantized_training_logs_per_layer_gradient_error(tmp_path):
     assert train.train(compose_cfg(tmp_path, [*TINY, "bits=4", "quant/grad=lbt"]))["wall_time_s"] == summary["wall_time_s"]
 
 
+@pytest.mark.parametrize("kernel", ["exact", "int8"])
+def test_two_step_run_on_integer_codes_lists_each_layers_kernel_in_the_summary(tmp_path, kernel):
+    summary = train.train(compose_cfg(tmp_path, [*TINY, "bits=8", "quant/grad=lbt", f"quant.kernel={kernel}"]))
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    kernels = summary["kernels"]  # ResNet-20: every quantized layer is a 3x3 conv, so int8 runs them exact
+    assert len(kernels) == summary["quantized_layers"] and set(kernels.values()) == {"exact"}
+
+
 def test_full_precision_baseline_has_no_gradient_statistics(tmp_path):
     summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=fp32"]))
     assert summary["bits"] == "fp32" and summary["quantizer"] == "fp32"
