@@ -39,7 +39,8 @@ from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.primitives import grid_index, unsigned_levels
 
 INT32_SAFE_K = 2**31 // (255 * 127)  # longest reduction whose exact integer sum cannot overflow int32
-INT8_MIN_WIDTH = 64  # narrower GEMMs run "exact": measured in results/bench/int8_cpu.md (choose_kernel)
+# Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
+INT8_MIN_WIDTH = 64
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,8 @@ def main() -> None:
              f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
              f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}, "
-             f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores",
+             f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
+             f"on {os.cpu_count()} cores",
              f"- median of {args.rounds * args.steps} timed runs per row ({args.rounds} interleaved rounds) after "
              f"{args.warmup} warm-up steps; channels_last inputs and models",
              "- ratio: to FP32 in the same mode, same process"]

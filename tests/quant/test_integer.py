@@ -23,7 +23,8 @@ LAYERS = {  # name: (layer, input); inputs >= 0 use the unsigned activation grid
     "conv1x1": (lambda: nn.Conv2d(64, 72, 1), lambda: torch.randn(4, 64, 6, 6).relu()),
     "conv1x1-stride2": (lambda: nn.Conv2d(64, 72, 1, stride=2, bias=False), lambda: torch.randn(4, 64, 9, 9)),
     "conv3x3": (lambda: nn.Conv2d(16, 24, 3, padding=1), lambda: torch.randn(4, 16, 8, 8).relu()),
-    "conv3x3-stride2": (lambda: nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False), lambda: torch.randn(4, 16, 9, 9)),
+    "conv3x3-stride2": (lambda: nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False),
+                        lambda: torch.randn(4, 16, 9, 9)),
 }
 EXPECTED_INT8_CHOICE = {"linear": "int8", "linear-signed": "int8", "conv1x1": "int8", "conv1x1-stride2": "int8",
                         "conv3x3": "exact", "conv3x3-stride2": "exact"}
