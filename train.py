@@ -26,8 +26,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from optim.trs import drain_transition_stats
-from quant import (QConv2d, QLinear, QuantSpec, drain_grad_stats, quant_parameters, quantize_, set_deferred_updates, set_recording,
-                   apply_deferred_updates, set_precision_schedule, sync_quant_state, warmup_grad_intervals)
+from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_grad_stats, kernel_choices,
+                   quant_parameters, quantize_, set_deferred_updates, set_precision_schedule, set_recording,
+                   sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
@@ -90,7 +91,8 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
     return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
-                     precision=build(precision) if precision is not None else None)
+                     precision=build(precision) if precision is not None else None,
+                     kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"))
 
 
 def store_effective_bits(cfg: DictConfig, qspec: QuantSpec) -> None:
@@ -220,6 +222,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         if not labels["quantized_layers"]:
             raise ConfigError(f"no layer was quantized although bits={labels['bits']}: quant.keep_fp="
                               f"{list(qspec.keep_fp)} / quant.keep_first_last keep every conv and linear layer")
+        labels["kernels"] = kernel_choices(model)  # {layer: "int8" | "exact" | "fake"}: what quant.kernel ran
         set_deferred_updates(model, dist.enabled)  # gamma updates wait for the cross-rank reduction
         set_precision_schedule(model, steps_per_epoch=len(bundle.train), epochs=run.epochs)  # APT only
     model.to(device)

@@ -8,12 +8,13 @@ the quantizers of quant.apt_layers (format and controller in quant.apt) when the
 """
 from quant.apt_layers import set_precision_schedule
 from quant.convert import quant_parameters, quantize_
+from quant.integer import kernel_choices
 from quant.layers import QConv2d, QLinear
 from quant.spec import QuantSpec
 from quant.stats import drain_grad_stats, set_recording
 from quant.sync import apply_deferred_updates, set_deferred_updates, sync_quant_state
 from quant.warmup import warmup_grad_intervals
 
-__all__ = ["QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats", "quant_parameters",
-           "quantize_", "set_deferred_updates", "set_precision_schedule", "set_recording", "sync_quant_state",
-           "warmup_grad_intervals"]
+__all__ = ["QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats", "kernel_choices",
+           "quant_parameters", "quantize_", "set_deferred_updates", "set_precision_schedule", "set_recording",
+           "sync_quant_state", "warmup_grad_intervals"]

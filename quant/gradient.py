@@ -34,7 +34,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from quant.grad.base import GradPolicy
-from quant.primitives import quantize_symmetric
+from quant.primitives import grid_index, symmetric_levels
 from quant.state import OptionalStateMixin
 
 # Layout of GradQuantizer.stats: a "fresh" flag (recorded since the last drain), then the statistics.
@@ -52,61 +52,89 @@ def _large_gradient_error(abs_error: Tensor, g: Tensor, fraction: float) -> Tens
 
 
 class _QuantizeGradient(torch.autograd.Function):
-    """Identity forward; backward quantizes the incoming gradient and updates the layer's gradient state.
-
-    State tensors ride on ctx (not save_for_backward): they are mutated in backward, and a layer applied twice
-    in one forward must not fail autograd's saved-tensor version check.
-    """
+    """Identity forward; backward quantizes the incoming gradient and updates the layer's gradient state."""
 
     @staticmethod
     def forward(ctx, y: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, pending: Tensor,
                 bits: int, policy: GradPolicy, recording: bool, warming_up: bool, deferred: bool,
                 large_fraction: float) -> Tensor:
-        ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed, ctx.pending = gamma, skipped, stats, warmed, pending
-        ctx.bits, ctx.policy, ctx.recording, ctx.warming_up = bits, policy, recording, warming_up
-        ctx.deferred, ctx.large_fraction = deferred, large_fraction
+        stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, bits, policy, recording, warming_up, deferred,
+                         large_fraction)
         # A copy, not `y` or a view of it: an in-place op after the layer (ReLU(inplace=True) in VGG, AlexNet)
         # on a custom Function's view output is an autograd error. torch.compile fuses the copy away.
         return y.clone()
 
     @staticmethod
     def backward(ctx, g_out: Tensor):
-        policy: GradPolicy = ctx.policy
-        bits, gamma = ctx.bits, ctx.gamma
-        g = g_out.float()  # float32 grid arithmetic under bf16 autocast; no-op otherwise
-        low, high = torch.aminmax(g)  # one pass, no |g| temporary; NaN propagates into g_max
-        g_max = torch.maximum(-low, high)
-        valid = torch.isfinite(g_max) & (g_max > 0)
-
-        gamma_used = policy.choose_gamma(g, g_max, gamma, bits)
-        clip = gamma_used * g_max
-        g_hat = torch.where(valid, quantize_symmetric(g, clip, bits, stochastic=True), g)
-
-        clip_fraction = None
-        if policy.needs_clip_fraction or ctx.recording:
-            clip_fraction = (g.abs() > clip).sum() / g.numel()
-        if ctx.recording:  # before the state update below: gamma_used may be the gamma buffer itself
-            abs_error = (g_hat - g).abs()
-            scale = torch.where(valid, 1 / g_max, 0.0)  # a skipped tensor reports zero error, not 0/0
-            ctx.stats.copy_(torch.stack([
-                torch.ones_like(g_max), abs_error.mean() * scale,
-                _large_gradient_error(abs_error, g, ctx.large_fraction) * scale,
-                clip_fraction, gamma_used, g_max]))
-
-        if ctx.deferred:  # quant.apply_deferred_updates reduces this row over the ranks, then moves gamma
-            zero = torch.zeros_like(g_max)
-            ctx.pending.add_(torch.stack([
-                (~valid).to(zero.dtype), valid.to(zero.dtype), torch.where(valid, gamma_used, zero),
-                zero if clip_fraction is None else torch.where(valid, clip_fraction, zero)]))
-        else:
-            gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
-                else gamma_used
-            if ctx.warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
-                gamma_next = policy.warmup_gamma(g, g_max, bits)
-                ctx.warmed.logical_or_(valid)
-            gamma.copy_(torch.where(valid, gamma_next, gamma))
-            ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
+        g_hat, _, _ = quantize_output_gradient(ctx, g_out)
         return g_hat.to(g_out.dtype), None, None, None, None, None, None, None, None, None, None, None
+
+
+def stash_grad_state(ctx, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, pending: Tensor, bits: int,
+                     policy: GradPolicy, recording: bool, warming_up: bool, deferred: bool,
+                     large_fraction: float) -> None:
+    """Put a GradQuantizer's state (GradQuantizer.function_args) on an autograd ctx for quantize_output_gradient.
+
+    State tensors ride on ctx (not save_for_backward): they are mutated in backward, and a layer applied twice
+    in one forward must not fail autograd's saved-tensor version check.
+    """
+    ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed, ctx.pending = gamma, skipped, stats, warmed, pending
+    ctx.bits, ctx.policy, ctx.recording, ctx.warming_up = bits, policy, recording, warming_up
+    ctx.deferred, ctx.large_fraction = deferred, large_fraction
+
+
+def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(g_hat, centred codes, step D): quantize dL/dY with the state stashed on ctx, and update that state.
+
+    g_hat (float32) is what the fake-quant path hands to autograd. With `codes`, also the integer codes
+    `q = k - (2^(b-1) - 1)` in `[-(2^(b-1) - 1), 2^(b-1) - 1]` (float32) and D, so that g_hat = q * D up to
+    rounding: the exact and int8 kernels (quant.integer) compute with them. A tensor that is passed through
+    (g_max zero or not finite) gets codes 0 and D = g_max: zero gradients for a zero tensor, NaN otherwise, so
+    a non-finite gradient still reaches the trainer's non-finite check.
+    """
+    policy: GradPolicy = ctx.policy
+    bits, gamma = ctx.bits, ctx.gamma
+    g = g_out.float()  # float32 grid arithmetic under bf16 autocast; no-op otherwise
+    low, high = torch.aminmax(g)  # one pass, no |g| temporary; NaN propagates into g_max
+    g_max = torch.maximum(-low, high)
+    valid = torch.isfinite(g_max) & (g_max > 0)
+
+    gamma_used = policy.choose_gamma(g, g_max, gamma, bits)
+    clip = gamma_used * g_max
+    levels = symmetric_levels(bits)
+    step = 2 * clip / levels
+    k = grid_index(g, -clip, step, levels, stochastic=True)  # quantize_symmetric, keeping the index
+    g_hat = torch.where(valid, k * step + -clip, g)
+    code = step_used = None
+    if codes:
+        code = torch.where(valid, k - levels // 2, 0.0)
+        step_used = torch.where(valid, step, g_max)
+
+    clip_fraction = None
+    if policy.needs_clip_fraction or ctx.recording:
+        clip_fraction = (g.abs() > clip).sum() / g.numel()
+    if ctx.recording:  # before the state update below: gamma_used may be the gamma buffer itself
+        abs_error = (g_hat - g).abs()
+        scale = torch.where(valid, 1 / g_max, 0.0)  # a skipped tensor reports zero error, not 0/0
+        ctx.stats.copy_(torch.stack([
+            torch.ones_like(g_max), abs_error.mean() * scale,
+            _large_gradient_error(abs_error, g, ctx.large_fraction) * scale,
+            clip_fraction, gamma_used, g_max]))
+
+    if ctx.deferred:  # quant.apply_deferred_updates reduces this row over the ranks, then moves gamma
+        zero = torch.zeros_like(g_max)
+        ctx.pending.add_(torch.stack([
+            (~valid).to(zero.dtype), valid.to(zero.dtype), torch.where(valid, gamma_used, zero),
+            zero if clip_fraction is None else torch.where(valid, clip_fraction, zero)]))
+    else:
+        gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
+            else gamma_used
+        if ctx.warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
+            gamma_next = policy.warmup_gamma(g, g_max, bits)
+            ctx.warmed.logical_or_(valid)
+        gamma.copy_(torch.where(valid, gamma_next, gamma))
+        ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
+    return g_hat, code, step_used
 
 
 class GradQuantizer(OptionalStateMixin, nn.Module):
@@ -138,12 +166,15 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
         self.pending = fn(self.pending)
         return self
 
+    def function_args(self) -> tuple:
+        """The state an autograd Function hands to stash_grad_state (this module's or quant.integer's)."""
+        return (self.gamma, self.skipped, self.stats, self.warmed, self.pending, self.bits, self.policy,
+                self.recording, self.warming_up, self.deferred, self.large_fraction)
+
     def forward(self, y: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and y.requires_grad):
             return y
-        return _QuantizeGradient.apply(y, self.gamma, self.skipped, self.stats, self.warmed, self.pending, self.bits,
-                                       self.policy, self.recording, self.warming_up, self.deferred,
-                                       self.large_fraction)
+        return _QuantizeGradient.apply(y, *self.function_args())
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, policy={self.policy}"

@@ -14,6 +14,7 @@ from torch import Tensor
 from quant.apt_layers import AptGradQuantizer, AptQuantizer
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.gradient import GradQuantizer
+from quant.integer import choose_kernel, integer_layer_forward, layer_op
 from quant.spec import QuantSpec
 
 
@@ -39,8 +40,11 @@ class QuantizedLayerMixin:
     gq: nn.Module
 
     def attach_quantizers(self, spec: QuantSpec) -> None:
-        """(Re)create wq, aq, gq on the weight's device (fresh state: intervals initialise on the next batch)."""
+        """(Re)create wq, aq, gq on the weight's device (fresh state: intervals initialise on the next batch), and
+        choose how this layer computes (`kernel`: "fake", "exact" or "int8", quant.integer.choose_kernel)."""
         self.wq, self.aq, self.gq = _quantizers(spec, self.weight.device)  # type: ignore[attr-defined]
+        self.kernel = choose_kernel(self, spec.kernel)  # type: ignore[arg-type]
+        self.op = layer_op(self, self.kernel) if self.kernel != "fake" else None  # type: ignore[arg-type]
 
     def _share_parameters(self, layer: nn.Module, spec: QuantSpec):
         """Take over `layer`'s Parameter objects (names, sharing, optimizer references) and its train/eval mode."""
@@ -65,6 +69,8 @@ class QConv2d(QuantizedLayerMixin, nn.Conv2d):
         return q._share_parameters(conv, spec)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kernel != "fake":
+            return integer_layer_forward(self, x)  # on integer codes (docs/methods.md §1.9)
         y = self._conv_forward(self.aq(x), self.wq(self.weight), self.bias)  # (B, C_out, H', W')
         return self.gq(y)
 
@@ -83,5 +89,7 @@ class QLinear(QuantizedLayerMixin, nn.Linear):
         return q._share_parameters(linear, spec)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kernel != "fake":
+            return integer_layer_forward(self, x)  # on integer codes (docs/methods.md §1.9)
         y = F.linear(self.aq(x), self.wq(self.weight), self.bias)  # (..., out_features)
         return self.gq(y)

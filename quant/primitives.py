@@ -68,9 +68,10 @@ def round_stochastic(t: Tensor, noise: Tensor | None = None) -> Tensor:
 
 def grid_index(x: Tensor, lo: Scalar, step: Scalar, levels: Scalar, *, stochastic: bool = False,
                noise: Tensor | None = None) -> Tensor:
-    """Integer position `k` in `[0, levels]` (as a float tensor) of the grid value `quantize_to_grid` returns.
+    """Integer position `k` in `[0, levels]` (as a float tensor) of the grid value `lo + k*step` x rounds to.
 
-    The quantized layer's integer code; transition-rate scheduling counts its changes (docs/methods.md §3.1).
+    The quantized layer's integer code: the exact and int8 kernels compute with it (quant.integer), transition-rate
+    scheduling counts its changes (docs/methods.md §3.1); `levels` may be a 0-dim tensor.
     """
     t = (x - lo) / step
     k = round_stochastic(t, noise) if stochastic else round_nearest(t)

@@ -8,6 +8,8 @@ from quant.grad.base import GradPolicy
 from quant.grad.minmax import MinMaxPolicy
 
 MIN_BITS, MAX_BITS = 2, 16
+KERNELS = ("fake", "exact", "int8")
+INT8_MAX_BITS = 8
 
 
 def _check_bits(role: str, bits) -> int | None:
@@ -31,6 +33,11 @@ class QuantSpec:
     precision: an APT controller (docs/methods.md §4): every quantized role gets the power-of-two fixed-point
     format of quant.apt_layers instead of the learnable-interval quantizers, starting at its bits (which must be
     one of `precision.candidates`); `grad` is then unused.
+    kernel: how a quantized layer computes (docs/methods.md §1.9): "fake" multiplies the dequantized values
+    (today's numerics); "exact" runs the op on the integer codes in float32 and applies the scales after it, so
+    every operand is on its grid in every precision mode; "int8" also runs linear and 1x1-conv GEMMs as
+    int8 x int8 -> int32 (`torch._int_mm`) where quant.integer's rule says it pays. exact/int8 need W, A and G
+    all quantized; int8 needs them <= 8 bits.
     """
 
     w_bits: int | None = None
@@ -41,6 +48,7 @@ class QuantSpec:
     keep_fp: tuple[str, ...] = ()
     large_fraction: float = 1e-3
     precision: AptPolicy | None = None
+    kernel: str = "fake"
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -63,6 +71,20 @@ class QuantSpec:
                 if bits is not None and bits not in self.precision.candidates:
                     raise ValueError(f"quant.bits.{role}={bits} is invalid under APT: start at one of "
                                      f"quant.precision.candidates={list(self.precision.candidates)}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"quant.kernel={self.kernel!r} is invalid: use one of {', '.join(KERNELS)}")
+        if self.kernel != "fake":
+            for role in ("w", "a", "g"):
+                bits = getattr(self, f"{role}_bits")
+                if bits is None:
+                    raise ValueError(f"quant.kernel={self.kernel} needs W, A and G quantized, got quant.bits.{role}=32:"
+                                     f" quantize every role or use quant.kernel=fake")
+                if self.kernel == "int8" and bits > INT8_MAX_BITS:
+                    raise ValueError(f"quant.kernel=int8 needs W/A/G <= {INT8_MAX_BITS} bits, got quant.bits.{role}="
+                                     f"{bits}: lower it or use quant.kernel=exact")
+        if self.precision is not None and self.kernel != "fake":
+            raise ValueError(f"quant.kernel={self.kernel} applies to the learnable-interval quantizers; APT "
+                             f"(quant=apt) computes with quant.kernel=fake")
 
     @property
     def is_full_precision(self) -> bool:

@@ -60,6 +60,14 @@ def test_two_step_apt_training_logs_bits_per_layer_and_the_cost(tmp_path):
     assert any(k.startswith("bits_g/") for k in logged) and 0 < logged["apt/cost"] <= 9 * 24 ** 2 / (9 * 32 ** 2)
 
 
+@pytest.mark.parametrize("kernel", ["exact", "int8"])
+def test_two_step_run_on_integer_codes_lists_each_layers_kernel_in_the_summary(tmp_path, kernel):
+    summary = train.train(compose_cfg(tmp_path, [*TINY, "bits=8", "quant/grad=lbt", f"quant.kernel={kernel}"]))
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    kernels = summary["kernels"]  # ResNet-20: every quantized layer is a 3x3 conv, so int8 runs them exact
+    assert len(kernels) == summary["quantized_layers"] and set(kernels.values()) == {"exact"}
+
+
 def test_full_precision_baseline_has_no_gradient_statistics(tmp_path):
     summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=fp32"]))
     assert summary["bits"] == "fp32" and summary["quantizer"] == "fp32"

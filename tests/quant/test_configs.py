@@ -20,8 +20,8 @@ def test_quant_config_composes_into_a_valid_spec(quant, grad):
     policy = instantiate(cfg.grad)
     assert isinstance(policy, GradPolicy) and type(policy).__module__ == f"quant.grad.{grad}"
     spec = QuantSpec(w_bits=cfg.bits.w, a_bits=cfg.bits.a, g_bits=cfg.bits.g, grad=policy,
-                     keep_first_last=cfg.keep_first_last, keep_fp=tuple(cfg.keep_fp))
-    assert spec.is_full_precision == (quant == "fp32")
+                     keep_first_last=cfg.keep_first_last, keep_fp=tuple(cfg.keep_fp), kernel=cfg.kernel)
+    assert spec.is_full_precision == (quant == "fp32") and spec.kernel == "fake"  # today's numerics by default
     assert isinstance(cfg.interval_lr, float) and cfg.interval_lr > 0
 
 

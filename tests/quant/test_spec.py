@@ -33,3 +33,23 @@ def test_bad_policy_and_spec_values_fail(make):
 def test_lbt_target_is_alpha_over_2b_minus_1():
     assert LBTPolicy().target(4) == pytest.approx(1e-3 / 15)  # 6.7e-5 (docs/methods.md §1.3)
     assert LBTPolicy().target(8) == pytest.approx(3.9e-6, rel=1e-2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(w_bits=8, a_bits=8, g_bits=16, kernel="int8"),
+     "quant.kernel=int8 needs W/A/G <= 8 bits, got quant.bits.g=16: lower it or use quant.kernel=exact"),
+    (dict(w_bits=4, a_bits=4, g_bits=4, kernel="int4"),
+     "quant.kernel='int4' is invalid: use one of fake, exact, int8"),
+    (dict(w_bits=4, a_bits=None, g_bits=4, kernel="exact"),
+     "quant.kernel=exact needs W, A and G quantized, got quant.bits.a=32: quantize every role or use "
+     "quant.kernel=fake"),
+])
+def test_a_kernel_the_bits_cannot_run_fails_in_one_line(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        QuantSpec(**kwargs)
+    assert str(err.value) == message
+
+
+def test_exact_takes_any_bits_and_int8_up_to_8():
+    assert QuantSpec(w_bits=16, a_bits=16, g_bits=16, kernel="exact").kernel == "exact"
+    assert QuantSpec(w_bits=8, a_bits=2, g_bits=8, kernel="int8").kernel == "int8"

@@ -1,0 +1,244 @@
+"""Exact and int8 kernels: a quantized layer's op runs on the integer codes, the scales come after it.
+
+docs/methods.md §1.9. The fake-quant path (quant.forward, quant.gradient) multiplies dequantized values
+`x_hat = k*step + lo`; under bf16 autocast those are rounded off their grid before the op. Here the op sees the
+codes themselves and the scales are applied to its float32 result:
+
+    y     = (codes_a  (*) codes_w) * s_a * s_w        + bias
+    dL/dX = (codes_g  (*) codes_w) * s_g * s_w        (the op's input gradient, then the straight-through mask)
+    dL/dW = (codes_a  (*) codes_g) * s_a * s_g        (the op's weight gradient, then the straight-through mask)
+
+with s the grid steps. Codes, the step of each grid (docs/methods.md §1.2, §1.4):
+- weights: symmetric, codes in [-(2^(b-1)-1), 2^(b-1)-1], value = code * s_W-step;
+- activations: unsigned, codes in [0, 2^b-1], or symmetric as the weights (the `signed` buffer, on device);
+- gradients: symmetric, codes q - (2^(b-1)-1) with q the index of quant.primitives.quantize_symmetric's grid.
+Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always runs in float32 on the codes
+(autocast off inside): its result equals the fp32 path up to accumulation order in every precision mode.
+
+kernel "int8" (W/A/G <= 8 bits): linear layers and 1x1 convolutions (plain GEMMs in channels-last order) run as
+int8 x int8 -> int32 `torch._int_mm`. Activation codes are stored shifted by -2^(b-1) so that 0..255 fits int8;
+the shift comes back as an exact rank-1 integer correction (zero-point trick). Overflow: every sum is an exact
+integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are
+split into chunks and summed in int64. Layers where int8 does not pay (3x3 convolutions, narrow GEMMs: see
+choose_kernel) run "exact"; kernel_choices(model) lists what each layer runs.
+
+The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
+the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
+state with the same function as the fake path (quant.gradient.quantize_output_gradient).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from quant.gradient import quantize_output_gradient, stash_grad_state
+from quant.primitives import grid_index, unsigned_levels
+
+INT32_SAFE_K = 2**31 // (255 * 127)  # longest reduction whose exact integer sum cannot overflow int32
+# Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
+INT8_MIN_WIDTH = 64
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects _int_mm
+    (linear and 1x1 convolutions without padding or groups only)."""
+
+    conv: bool
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    int8: bool = False
+
+
+def choose_kernel(layer: nn.Module, kernel: str) -> str:
+    """"fake", "exact" or "int8" for one QConv2d / QLinear under the spec's `kernel` (the rule of §1.9).
+
+    int8 where the op is a plain GEMM (linear, 1x1 conv without padding or groups) at least INT8_MIN_WIDTH wide in
+    both its input and output features; a conv this module cannot express exactly (padding given as a string,
+    non-zero padding modes) keeps the fake path.
+    """
+    if kernel == "fake":
+        return "fake"
+    if isinstance(layer, nn.Conv2d):
+        if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+            return "fake"
+        gemm = layer.kernel_size == (1, 1) and layer.padding == (0, 0) and layer.groups == 1
+        width = min(layer.in_channels, layer.out_channels)
+    else:
+        gemm, width = True, min(layer.in_features, layer.out_features)
+    return "int8" if kernel == "int8" and gemm and width >= INT8_MIN_WIDTH else "exact"
+
+
+def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
+    """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
+    if isinstance(layer, nn.Conv2d):
+        return LayerOp(conv=True, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                       groups=layer.groups, int8=kernel == "int8")
+    return LayerOp(conv=False, int8=kernel == "int8")
+
+
+def kernel_choices(model: nn.Module) -> dict[str, str]:
+    """{layer name: "fake" | "exact" | "int8"} for every quantized layer, for the run's summary."""
+    model = getattr(model, "_orig_mod", model)
+    return {name: m.kernel for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
+
+
+def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(codes, step, zero): round-to-nearest codes of x on the grid ending at `upper` (float32 integers).
+
+    Unsigned grid: codes k in [0, 2^b - 1], value k * step. Symmetric: k - (2^(b-1) - 1), value code * step.
+    `zero` = 2^(b-1) - signed * (2^(b-1) - 1) is what int8 storage (k - 2^(b-1)) must add back to get the code.
+    """
+    half = 2 ** (bits - 1)
+    lo = -upper * signed
+    levels = unsigned_levels(bits) - signed
+    step = (upper - lo) / levels
+    k = grid_index(x.float(), lo, step, levels)
+    zero = half - signed * (half - 1)
+    return k + (zero - half), step, torch.as_tensor(zero, device=x.device)
+
+
+def _to_int8(codes: Tensor, shift: Tensor | float = 0.0) -> Tensor:
+    return (codes - shift).to(torch.int8)
+
+
+def int_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """(M, K) int8 @ (K, N) int8, exact: int32 for K <= INT32_SAFE_K, else int64 from int32 chunks."""
+    k = a.shape[1]
+    if k <= INT32_SAFE_K:
+        return torch._int_mm(a, b)
+    return sum(torch._int_mm(a[:, i:i + INT32_SAFE_K], b[i:i + INT32_SAFE_K]).long()
+               for i in range(0, k, INT32_SAFE_K))
+
+
+def _rows(t: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
+    """A GEMM operand: (..., F) -> (N, F); for a 1x1 conv (B, C, H, W) -> (B*H'*W', C), channels-last order."""
+    if conv:
+        t = t[:, :, ::stride[0], ::stride[1]].permute(0, 2, 3, 1)  # (B, H', W', C)
+    return t.reshape(-1, t.shape[-1])
+
+
+def _unrows(rows: Tensor, like: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
+    """(N, F) -> `like`'s layout with F features: (..., F), or (B, F, H', W') in channels-last memory for a 1x1
+    conv whose input is `like` (B, C, H, W) (H' = ceil(H / stride), the output size of a 1x1 conv)."""
+    if not conv:
+        return rows.reshape(*like.shape[:-1], rows.shape[-1])
+    b, _, h, w = like.shape
+    return rows.reshape(b, -(-h // stride[0]), -(-w // stride[1]), rows.shape[-1]).permute(0, 3, 1, 2)
+
+
+def _scatter_strided(part: Tensor, like: Tensor, stride: tuple[int, int]) -> Tensor:
+    """The input gradient of a strided 1x1 conv: `part` at every stride-th pixel, zero elsewhere."""
+    if stride == (1, 1):
+        return part
+    full = part.new_zeros(like.shape).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+    full[:, :, ::stride[0], ::stride[1]] = part
+    return full
+
+
+def _forward_op(op: LayerOp, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None, zero: Tensor) -> Tensor:
+    """codes_a (*) codes_w as float32 integers: int8 GEMM, or the float op on float codes."""
+    if op.int8:
+        a_rows = _rows(a8, op.conv, op.stride)  # (N, K) int8, shifted by -zero
+        w_rows = w8.reshape(w8.shape[0], -1)  # (O, K)
+        acc = int_matmul(a_rows, w_rows.t()) + zero.to(torch.int32) * w_rows.sum(1, dtype=torch.int32)  # (N, O)
+        return _unrows(acc.float(), a, op.conv, op.stride)
+    if op.conv:
+        return F.conv2d(a, w, None, op.stride, op.padding, op.dilation, op.groups)
+    return F.linear(a, w)
+
+
+def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None,
+                 zero: Tensor) -> tuple[Tensor, Tensor]:
+    """(codes_g (*) codes_w, codes_a (*) codes_g): the op's input and weight gradients on codes, float32."""
+    if op.int8:
+        g8 = _to_int8(g)
+        g_rows = _rows(g8, op.conv, (1, 1))  # (N, O): the output has the subsampled shape already
+        a_rows = _rows(a8, op.conv, op.stride)  # (N, K)
+        w_rows = w8.reshape(w8.shape[0], -1)  # (O, K)
+        grad_a = int_matmul(g_rows, w_rows).float()  # (N, K)
+        grad_w = int_matmul(g_rows.t(), a_rows) + zero.to(torch.int32) * g_rows.sum(0, dtype=torch.int32)[:, None]
+        grad_a = _unrows(grad_a, a, op.conv, op.stride)
+        if op.conv:
+            grad_a = _scatter_strided(grad_a, a, op.stride)
+        return grad_a, grad_w.float().reshape(w.shape)
+    if op.conv:
+        grad_a, grad_w, _ = torch.ops.aten.convolution_backward(
+            g, a, w, None, op.stride, op.padding, op.dilation, False, [0, 0], op.groups, [True, True, False])
+        return grad_a, grad_w
+    g_rows, a_rows = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
+    return g @ w, g_rows.t() @ a_rows
+
+
+def _interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """quant.forward._FakeQuantize.backward: straight-through in range, the learnable upper bound's gradient."""
+    inside = (x >= lo) & (x <= upper)
+    grad_x = torch.where(inside, g_hat, 0.0)
+    grad_upper = (g_hat * (x_hat - torch.where(inside, x, 0.0))).sum() / upper
+    return grad_x, grad_upper.reshape(upper.shape)
+
+
+class _IntegerLayer(torch.autograd.Function):
+    """y = op(Qa(x), Qw(w)) + b computed on codes; backward quantizes dL/dY (the layer's GradQuantizer state) and
+    computes dL/dX, dL/dW, dL/db and the intervals' gradients on codes as well."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, a_upper: Tensor, a_signed: Tensor,
+                w_scale: Tensor, op: LayerOp, a_bits: int, w_bits: int, gamma: Tensor, skipped: Tensor,
+                stats: Tensor, warmed: Tensor, pending: Tensor, g_bits: int, policy, recording: bool,
+                warming_up: bool, deferred: bool, large_fraction: float) -> Tensor:
+        stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, g_bits, policy, recording, warming_up,
+                         deferred, large_fraction)
+        with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
+            a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
+            cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
+            a8 = _to_int8(a, zero) if op.int8 else None
+            w8 = _to_int8(cw) if op.int8 else None
+            y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
+            if bias is not None:
+                y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
+        # int8 keeps only the int8 codes for backward (a quarter of the float codes' memory)
+        ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
+                              *((a8, w8) if op.int8 else (a, cw)))
+        ctx.op, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, a_bits, bias is not None, w.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g_out: Tensor):
+        x, w, a_upper, a_signed, w_scale, step_a, step_w, zero, a_saved, w_saved = ctx.saved_tensors
+        op: LayerOp = ctx.op
+        with torch.autocast(g_out.device.type, enabled=False):
+            g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
+            if op.int8:
+                a8, w8 = a_saved, w_saved
+                a, cw = a8.float() + zero, w8.float()
+            else:
+                a, cw, a8, w8 = a_saved, w_saved, None, None
+            grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
+            grad_x_hat, grad_w_hat = grad_a * (step_g * step_w), grad_w * (step_a * step_g)
+            grad_x, grad_upper = _interval_gradients(grad_x_hat, x.float(), a * step_a, -a_upper * a_signed,
+                                                     a_upper)
+            grad_w, grad_scale = _interval_gradients(grad_w_hat, w.float(), cw * step_w, -w_scale, w_scale)
+            grad_bias = None
+            if ctx.has_bias:
+                grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)
+        return (grad_x.to(x.dtype), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
+                None, None, None, None, None, None, None, None, None, None, None, None, None, None)
+
+
+def integer_layer_forward(layer: nn.Module, x: Tensor) -> Tensor:
+    """A QConv2d / QLinear's forward on codes (its kernel is "exact" or "int8"): initialise the intervals on the
+    first batch as the fake path does, then one _IntegerLayer."""
+    wq, aq, gq = layer.wq, layer.aq, layer.gq
+    if wq._needs_init:
+        wq._initialize(layer.weight)
+    if aq._needs_init:
+        aq._initialize(x)
+    return _IntegerLayer.apply(x, layer.weight, layer.bias, aq.upper.abs(), aq.signed, wq.scale.abs(), layer.op,
+                               aq.bits, wq.bits, *gq.function_args())

@@ -1,0 +1,207 @@
+"""Time quant.kernel=fake|exact|int8 (docs/methods.md §1.9) against FP32 on CPU: whole training steps and layers.
+
+Steps: timm ViT-Ti/16 (224x224, batch 32: linear layers dominate) and CIFAR ResNet-20 (32x32, batch 128: 3x3
+convolutions), W8A8G8 with the LBT policy, each a model and optimizers built by the trainer's pieces
+(train.build, train.build_quant_spec, train.build_optimizers) from the Hydra config a run composes, stepped by
+`train.train_step`, eager and torch.compile'd (the model is compiled, as train.py does). All variants of a model
+live in one process; the timed steps are interleaved over rounds (variant after variant), and the median is
+reported with its ratio to FP32 in the same mode.
+
+Layers (--layers): one quantized linear / 1x1-conv layer's forward + backward at the GEMM shapes of those
+models, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH (where int8 stops paying).
+
+    python scripts/bench_int8.py --out results/bench/int8_cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+from hydra import compose, initialize_config_dir
+
+import train
+from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
+from runtime.cli import CONFIG_DIR
+
+MODELS = {  # name: (config overrides, input shape per sample, batch size)
+    "vit_tiny": (["model=timm", "model.name=vit_tiny_patch16_224"], (3, 224, 224), 32),
+    "resnet20": (["model=resnet20"], (3, 32, 32), 128),
+}
+VARIANTS = ("fp32", "fake", "exact", "int8")
+
+
+class Variant:
+    """One model + optimizers built by the trainer's pieces, for one quant.kernel (or FP32)."""
+
+    def __init__(self, model_name: str, variant: str, bits: int, batch) -> None:
+        overrides, _, _ = MODELS[model_name]
+        overrides = overrides + ["run_id=bench"]
+        overrides += ["quant=fp32"] if variant == "fp32" else [f"bits={bits}", "quant/grad=lbt",
+                                                                f"quant.kernel={variant}"]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        torch.manual_seed(0)
+        self.name = variant
+        self.task = train.build(cfg.task)
+        self.model = train.build(cfg.model, num_classes=10, in_channels=3)
+        spec = train.build_quant_spec(cfg)
+        if not spec.is_full_precision:
+            quantize_(self.model, spec)
+        self.model.train().to(memory_format=torch.channels_last)
+        self.choices = kernel_choices(self.model)
+        self.optimizers, self.schedulers, self.params = train.build_optimizers(cfg, self.model,
+                                                                               steps_per_epoch=10**6, epochs=1)
+        self.batch = batch
+        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
+        self.compiled = torch.compile(self.model)
+
+    def step(self, compiled: bool) -> None:
+        train.train_step(self.compiled if compiled else self.model, self.model, self.task, self.batch,
+                         self.optimizers, self.schedulers, self.params)
+
+
+def interleave(fns: dict, rounds: int, steps: int) -> dict:
+    """Median seconds of each callable, timed in interleaved rounds."""
+    times = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def bench_steps(model_name: str, args, log) -> list[str]:
+    _, shape, batch_size = MODELS[model_name]
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, *shape).contiguous(memory_format=torch.channels_last)  # (B, 3, H, W)
+    y = torch.randint(0, 10, (batch_size,))
+    variants, first_s = [], {}
+    for name in VARIANTS:
+        v = Variant(model_name, name, args.bits, (x, y))
+        for mode in args.modes:
+            t0 = time.perf_counter()
+            for _ in range(args.warmup + (mode == "compile")):
+                v.step(mode == "compile")
+            first_s[name, mode] = time.perf_counter() - t0
+        variants.append(v)
+        log(f"ready: {model_name} {name}")
+    median = interleave({(v.name, m): (lambda v=v, m=m: v.step(m == "compile")) for v in variants
+                         for m in args.modes}, args.rounds, args.steps)
+    int8 = next(v for v in variants if v.name == "int8").choices
+    counts = {k: list(int8.values()).count(k) for k in ("int8", "exact", "fake")}
+    lines = [f"### {model_name}, batch {batch_size}, W{args.bits}A{args.bits}G{args.bits} LBT", "",
+             f"quant.kernel=int8 runs: {counts['int8']} layers int8, {counts['exact']} exact, {counts['fake']} fake "
+             f"(kernel_choices); first/last layers stay FP32.", "",
+             "| variant | mode | ms/step | ratio to FP32 (same mode) | first steps incl. compile (s) |",
+             "|---|---|---:|---:|---:|"]
+    for v in variants:
+        for m in args.modes:
+            ms = 1e3 * median[v.name, m]
+            lines.append(f"| {v.name} | {m} | {ms:.0f} | {median[v.name, m] / median['fp32', m]:.2f}x "
+                         f"| {first_s[v.name, m]:.0f} |")
+    return lines + [""]
+
+
+def bench_layers(args, log) -> list[str]:
+    """Forward + backward of one quantized layer, exact vs int8 vs an FP32 nn.Linear/Conv2d, at model shapes."""
+    shapes = [  # (label, layer, input)
+        ("ViT qkv 192->576, N=32*197", lambda: nn.Linear(192, 576), (32, 197, 192)),
+        ("ViT proj 192->192", lambda: nn.Linear(192, 192), (32, 197, 192)),
+        ("ViT fc1 192->768", lambda: nn.Linear(192, 768), (32, 197, 192)),
+        ("ViT fc2 768->192", lambda: nn.Linear(768, 192), (32, 197, 768)),
+        ("1x1 conv 16->16, 128x32x32", lambda: nn.Conv2d(16, 16, 1), (128, 16, 32, 32)),
+        ("1x1 conv 32->32, 128x16x16", lambda: nn.Conv2d(32, 32, 1), (128, 32, 16, 16)),
+        ("1x1 conv 64->64, 128x8x8", lambda: nn.Conv2d(64, 64, 1), (128, 64, 8, 8)),
+        ("linear 32->32, N=6304", lambda: nn.Linear(32, 32), (32, 197, 32)),
+        ("linear 64->64, N=6304", lambda: nn.Linear(64, 64), (32, 197, 64)),
+    ]
+    import quant.integer as integer
+    saved = integer.INT8_MIN_WIDTH
+    integer.INT8_MIN_WIDTH = 1  # measure int8 on every shape, whatever the rule says
+    lines = ["### One layer, forward + backward (eager), exact and int8 vs FP32 layer", "",
+             "| layer | fp32 ms | fake ms | exact ms | int8 ms | int8 / exact |", "|---|---:|---:|---:|---:|---:|"]
+    try:
+        for label, make, shape in shapes:
+            torch.manual_seed(0)
+            x = torch.randn(shape).relu()
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            fns = {}
+            for kernel in ("fp32", "fake", "exact", "int8"):
+                layer = make()
+                if kernel != "fp32":
+                    layer = quantize_(nn.Sequential(layer), QuantSpec(w_bits=8, a_bits=8, g_bits=8,
+                                                                      keep_first_last=False, kernel=kernel))[0]
+                    assert layer.kernel == kernel
+                xx = x.clone().requires_grad_()
+                layer(xx).sum().backward()  # initialise the intervals
+                fns[kernel] = lambda layer=layer, xx=xx: layer(xx).square().sum().backward()
+            t = interleave(fns, args.rounds, args.steps)
+            lines.append(f"| {label} | {1e3 * t['fp32']:.1f} | {1e3 * t['fake']:.1f} | {1e3 * t['exact']:.1f} "
+                         f"| {1e3 * t['int8']:.1f} | {t['int8'] / t['exact']:.2f} |")
+            log(lines[-1])
+    finally:
+        integer.INT8_MIN_WIDTH = saved
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bits", type=int, default=8)
+    parser.add_argument("--models", default="vit_tiny,resnet20")
+    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--layers", action="store_true", help="also time single layers (the int8 rule)")
+    parser.add_argument("--no-steps", action="store_true", help="only the layer table")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--note", default="", help="a line for the report, e.g. the machine's load")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - started:5.0f}s] {msg}", file=sys.stderr, flush=True)  # noqa
+    load = os.getloadavg()
+    lines = ["# quant.kernel fake / exact / int8 vs FP32 on CPU", "",
+             f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+             f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+             f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}, "
+             f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
+             f"on {os.cpu_count()} cores",
+             f"- median of {args.rounds * args.steps} timed runs per row ({args.rounds} interleaved rounds) after "
+             f"{args.warmup} warm-up steps; channels_last inputs and models",
+             "- ratio: to FP32 in the same mode, same process"]
+    if args.note:
+        lines.append(f"- {args.note}")
+    lines.append("")
+    if args.layers:
+        lines += bench_layers(args, log)
+    if not args.no_steps:
+        for model_name in [m for m in args.models.split(",") if m]:
+            lines += bench_steps(model_name, args, log)
+    load = os.getloadavg()
+    lines.append(f"Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; total "
+                 f"{time.perf_counter() - started:.0f} s.")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
