@@ -62,6 +62,8 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "zero batch size": (["data.batch_size=0"], "data.batch_size=0", None),
     "zero train subset": (["data.train_subset=0"], "train_subset", None),
     "TRS without quantized weights": (["quant=fp32", "optim=sgdt"], "optim=sgdt", None),
+    "unknown kernel": (["quant.kernel=gpu"], "quant.kernel", None),
+    "int8 kernel with 16-bit gradients": (["quant.kernel=int8", "quant.bits.g=16"], "quant.kernel=int8", None),
     "missing ImageNet folder": (["data=imagenet"], "imagenet", None),
     "missing DIV2K folder": (["data=div2k", "task=super_resolution", "model=edsr_tiny"], "div2k", None),
     "missing VOC folder": (["data=voc", "task=detection", "model=fcos_resnet18"], "voc", None),
