@@ -244,6 +244,9 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     except checkpoint.CheckpointError as e:
         raise ConfigError(str(e)) from e
     start_epoch, start_batch, step, best, final = 0, 0, 0, {}, {}
+    if ckpt and len(ckpt["rng"]) != dist.world:  # every rank's RNG and data shard depend on the world size
+        raise ConfigError(f"{run_dir} was checkpointed by {len(ckpt['rng'])} process(es), this run has {dist.world}: "
+                          f"resume with the same number of ranks, or choose another name=... to start over")
     if ckpt:
         model.load_state_dict(ckpt["model"])
         for obj, state in zip([*optimizers, *schedulers], [*ckpt["optimizers"], *ckpt["schedulers"]]):
