@@ -25,16 +25,14 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch._dynamo
-from hydra import compose, initialize_config_dir
 
 import train
 from quant import quantize_, set_precision_schedule, warmup_grad_intervals
 from quant.apt_layers import named_apt_quantizers
-from runtime import cli
+from scripts.bench_common import compose_config, emit_report
 
 ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
         "apt8": ["quant=apt", "quant.precision.candidates=[8]"],
@@ -45,8 +43,7 @@ class Row:
     """One configuration: model, optimizers, schedulers and a compiled step model, as train.py builds them."""
 
     def __init__(self, name: str, overrides: list[str], batch, *, compiled: bool, steps_per_epoch: int) -> None:
-        with initialize_config_dir(config_dir=str(cli.CONFIG_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=["model=resnet20", "data=fashion_mnist", *overrides])
+        cfg = compose_config(["model=resnet20", "data=fashion_mnist", *overrides])
         self.name, self.batch = name, batch
         torch.manual_seed(0)
         self.task = train.build(cfg.task)
@@ -127,10 +124,7 @@ def main() -> None:
                      f"{first_s[row.name, mode]:.0f} |")
     lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(report)
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,14 @@ import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
 
 import train
 from quant import quantize_, set_deferred_updates, sync_quant_state, warmup_grad_intervals
 from runtime import distributed
-from runtime.cli import CONFIG_DIR
+from scripts.bench_common import compose_config, emit_report
 
 
 def _free_port() -> int:
@@ -64,8 +61,7 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(args.threads)
     d = distributed.setup(args.device)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["model=resnet20", "bits=4", "quant/grad=lbt", "run_id=bench"])
+    cfg = compose_config(["model=resnet20", "bits=4", "quant/grad=lbt"])
     g = torch.Generator().manual_seed(rank)
     x = torch.randn(args.batch_size, 3, 32, 32, generator=g).to(d.device, memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,), generator=g).to(d.device)
@@ -123,10 +119,7 @@ def main() -> None:
         f"| DDP, gamma updated per rank (no reduction) | {ms['local']:.1f} | 1.00x |",
         f"| DDP + one packed all-reduce of the quantizer statistics | {ms['sync']:.1f} | {ms['sync'] / ms['local']:.3f}x |",
         "", f"Total benchmark time: {time.perf_counter() - started:.0f} s.", ""])
-    print(report)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(report)
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

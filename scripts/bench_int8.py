@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import pathlib
 import platform
 import shlex
 import statistics
@@ -26,11 +25,10 @@ import time
 
 import torch
 import torch.nn as nn
-from hydra import compose, initialize_config_dir
 
 import train
 from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
-from runtime.cli import CONFIG_DIR
+from scripts.bench_common import compose_config, emit_report
 
 MODELS = {  # name: (config overrides, input shape per sample, batch size)
     "vit_tiny": (["model=timm", "model.name=vit_tiny_patch16_224"], (3, 224, 224), 32),
@@ -44,11 +42,9 @@ class Variant:
 
     def __init__(self, model_name: str, variant: str, bits: int, batch) -> None:
         overrides, _, _ = MODELS[model_name]
-        overrides = overrides + ["run_id=bench"]
         overrides += ["quant=fp32"] if variant == "fp32" else [f"bits={bits}", "quant/grad=lbt",
                                                                 f"quant.kernel={variant}"]
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = compose_config(overrides)
         torch.manual_seed(0)
         self.name = variant
         self.task = train.build(cfg.task)
@@ -196,11 +192,7 @@ def main() -> None:
     lines.append(f"Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; total "
                  f"{time.perf_counter() - started:.0f} s.")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

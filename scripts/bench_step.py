@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
-import pathlib
 import platform
 import shlex
 import statistics
@@ -29,11 +28,11 @@ import time
 
 import torch
 import torch._inductor.config
-from hydra import compose, initialize_config_dir
 
 import train
 from quant import quantize_, warmup_grad_intervals
-from runtime.cli import CONFIG_DIR, config_choices
+from runtime.cli import config_choices
+from scripts.bench_common import compose_config, emit_report, sync
 
 POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
 
@@ -80,12 +79,10 @@ class MemoryProbe:
         return self.mib
 
 
-def compose_config(name: str, bits: int):
+def row_config(name: str, bits: int):
     """The trainer's own config for one row: FP32, or W/A/G = bits with the named gradient policy."""
-    overrides = ["model=resnet20", "run_id=bench"]
-    overrides += ["quant=fp32"] if name == "fp32" else [f"bits={bits}", f"quant/grad={name}"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose_config(["model=resnet20", *(["quant=fp32"] if name == "fp32" else [f"bits={bits}",
+                                                                                   f"quant/grad={name}"])])
 
 
 class Config:
@@ -94,7 +91,7 @@ class Config:
 
     def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool) -> None:
         self.name = name
-        cfg = compose_config(name, bits)
+        cfg = row_config(name, bits)
         torch.manual_seed(0)
         self.task = train.build(cfg.task)
         self.model = train.build(cfg.model, num_classes=10, in_channels=3)
@@ -119,11 +116,6 @@ class Config:
         train.train_step(model, self.model, self.task, self.batch, self.optimizers, self.schedulers, self.params)
         if hook is not None:
             hook.remove()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -214,12 +206,7 @@ def main() -> None:
             lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms['fp32', mode]:.2f}x "
                          f"| {peaks[key]:.0f} | {compile_s[key]:.0f} |")
     lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 import train
 from quant import quantize_, warmup_grad_intervals
-from runtime.cli import CONFIG_DIR
+from scripts.bench_common import compose_config, emit_report, sync
 
 #: a TRS optimizer config -> the base optimizer config it is compared with
 BASES = {"sgdt": "sgd", "adamt": "adamw"}
@@ -39,9 +37,8 @@ class Variant:
     def __init__(self, name: str, bits: tuple[int, int, int], device: torch.device, batch) -> None:
         self.name = name
         w, a, g = bits
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[f"optim={name}", f"quant.bits.w={w}", f"quant.bits.a={a}",
-                                               f"quant.bits.g={g}", "logger.mode=disabled"])
+        cfg = compose_config([f"optim={name}", f"quant.bits.w={w}", f"quant.bits.a={a}", f"quant.bits.g={g}",
+                              "logger.mode=disabled"])
         torch.manual_seed(0)
         self.model = train.build(cfg.model, num_classes=10, in_channels=3)
         quantize_(self.model, train.build_quant_spec(cfg))
@@ -59,11 +56,6 @@ class Variant:
     def step(self) -> None:
         train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,
                          self.params)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -130,12 +122,7 @@ def main() -> None:
         ratio = f"{median_ms[name] / median_ms[base]:.3f}x" if base else "1 (base)"
         lines.append(f"| {name} | {median_ms[name]:.1f} | {ratio} | {compile_s[name]:.0f} |")
     lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
+    emit_report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":
