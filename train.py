@@ -34,6 +34,7 @@ from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
 from runtime.run_lock import RunInUseError, run_lock
 from runtime.run_logger import NullLogger, RunLogger, WandbSpec
+from search.nce import NullSearch, architecture_parameters
 
 log = logging.getLogger("train")
 OmegaConf.register_new_resolver("run_id", cli.run_id, replace=True)
@@ -125,8 +126,8 @@ def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch
     decays its lr with the weights' schedule (docs/methods.md), `quant.interval_lr_schedule=false` keeps it fixed.
     """
     intervals = quant_parameters(model)
-    interval_ids = {id(p) for p in intervals}
-    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in interval_ids]
+    not_weights = {id(p) for p in [*intervals, *architecture_parameters(model)]}  # NCE's logits: search/nce.py
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in not_weights]
     optimizers = [build(cfg.optim.optimizer)(weights)]
     if intervals:
         optimizers.append(torch.optim.Adam(intervals, lr=cfg.quant.interval_lr, fused=True))
@@ -214,8 +215,10 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         torch.backends.cudnn.benchmark = False
     task = build(cfg.task)
     bundle = build(cfg.data)
-    bundle.shard(dist.rank, dist.world)
     model = build(cfg.model, **bundle.model_kwargs)
+    # search=nce: the model becomes a width supernet and part of the training split is held out for its logits
+    search = build(cfg.search, model=model, bundle=bundle) if cfg.get("search") else NullSearch()
+    bundle.shard(dist.rank, dist.world)
     if quantized:
         quantize_(model, qspec)
         labels["quantized_layers"] = sum(isinstance(m, (QConv2d, QLinear)) for m in model.modules())
@@ -249,6 +252,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                           f"resume with the same number of ranks, or choose another name=... to start over")
     if ckpt:
         model.load_state_dict(ckpt["model"])
+        search.load_state_dict(ckpt.get("search", {}))
         for obj, state in zip([*optimizers, *schedulers], [*ckpt["optimizers"], *ckpt["schedulers"]]):
             obj.load_state_dict(state)
         start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
@@ -298,7 +302,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                 checkpoint.save(run_dir, model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
                                 schedulers=[s.state_dict() for s in schedulers], epoch=epoch, batch=batch, step=step,
                                 best=best, final=final, accumulators=accumulators, rng=rngs,
-                                wandb_id=logger.wandb_id)
+                                wandb_id=logger.wandb_id, search=search.state_dict())
             guard.saved()
 
         with guard:
@@ -320,12 +324,14 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                     skipped += nonfinite
                     skipped_run = (skipped_run + 1) * nonfinite
                     step, window_steps, window_samples = step + 1, window_steps + 1, window_samples + task.batch_size(batch)
+                    search.step(step_model, task, step)  # NCE: the width logits' step on a held-out batch
                     if logging_step:
                         stats = {}
                         if quantized:
                             set_recording(model, False)
                             stats = drain_grad_stats(model)
                         stats.update(drain_transition_stats(schedulers))  # TRS: target, measured rate, U_t
+                        stats.update(search.stats())  # NCE: width distributions, expected cost vs budget
                         mean_loss, n_skipped, n_in_row = torch.stack([loss_sum / window_steps, skipped,
                                                                       skipped_run]).tolist()
                         if n_in_row >= run.max_nonfinite_steps:
@@ -358,7 +364,8 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         logger.finish(exit_code=1)
         raise
 
-    summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **labels,
+    found = search.finish(run_dir) if dist.is_main else {}  # NCE: the found widths, written as a model config
+    summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **labels, **found,
                "metric": primary, "final": final, "best": best, "epochs": run.epochs, "steps": step,
                "world_size": dist.world, "overrides": overrides, "wall_time_s": round(time.perf_counter() - started, 2),
                "versions": run_info.versions(), "config": config}

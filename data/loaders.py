@@ -69,6 +69,28 @@ class InMemoryLoader(PlannedLoader):
         self.augment = augment
         self.seed = seed
 
+    def hold_out(self, fraction: float, seed: int) -> "InMemoryLoader":
+        """Move a random `fraction` of this loader's samples into a new loader and return it (e.g. the held-out
+        split an architecture search trains its logits on); this one keeps the rest. Call before set_shard.
+
+        The split depends only on `seed`. The held-out loader shuffles by (seed, epoch) like this one, without
+        augmentation (it measures how well the current network generalises).
+        """
+        n = self.images.shape[0]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ValueError(f"held-out fraction={fraction!r} is invalid: use a number strictly between 0 and 1")
+        k = round(n * fraction)
+        if not 0 < k < n:
+            raise ValueError(f"held-out fraction={fraction} of {n} training samples leaves an empty split")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, -1))).to(self.device)
+        held, kept = order[:k].sort().values, order[k:].sort().values
+        heldout = InMemoryLoader(self.images[held], self.labels[held], batch_size=self.batch_size, mean=self.mean.tolist(),
+                                 std=self.std.tolist(), shuffle=True, augment=None, seed=self.seed, pad_shards=True,
+                                 device=self.device)
+        self.images, self.labels = self.images[kept], self.labels[kept]
+        self.plan = ShardPlan(n - k, self.batch_size, pad=self.plan.pad)
+        return heldout
+
     def _epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Order, crop offsets and flips for the whole epoch, drawn on CPU then moved in one copy each."""
         n = self.images.shape[0]

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.widths import apply_widths
+
 
 class PadShortcut(nn.Module):
     """Option-A shortcut: keep every second pixel and zero-pad the new channels (He et al. 2016, Sec. 4.2)."""
@@ -54,7 +56,8 @@ class BasicBlock(nn.Module):
 class ResNetCifar(nn.Module):
     """Stem conv 3x3 (16) -> 3 stages x `blocks` BasicBlocks (16, 32, 64; stride 1, 2, 2) -> avg pool -> fc."""
 
-    def __init__(self, *, blocks: int, num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> None:
+    def __init__(self, *, blocks: int, num_classes: int = 10, in_channels: int = 3, head_bn: bool = False,
+                 widths: list[int] | None = None) -> None:
         super().__init__()
         for key, value in (("blocks", blocks), ("num_classes", num_classes), ("in_channels", in_channels)):
             if not isinstance(value, int) or value < 1:
@@ -74,6 +77,8 @@ class ResNetCifar(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        if widths is not None:  # each block's inner width (conv1 -> conv2), e.g. found by the NCE search
+            apply_widths(self, widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
@@ -82,16 +87,22 @@ class ResNetCifar(nn.Module):
         return self.fc(self.head_bn(out))  # (B, num_classes)
 
 
-def resnet20(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+def resnet20(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False,
+             widths: list[int] | None = None) -> ResNetCifar:
     """ResNet-20 (n=3), 0.27M parameters; the LBT paper's CIFAR-100 model."""
-    return ResNetCifar(blocks=3, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)
+    return ResNetCifar(blocks=3, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn,
+                       widths=widths)
 
 
-def resnet32(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+def resnet32(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False,
+             widths: list[int] | None = None) -> ResNetCifar:
     """ResNet-32 (n=5), 0.46M parameters."""
-    return ResNetCifar(blocks=5, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)
+    return ResNetCifar(blocks=5, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn,
+                       widths=widths)
 
 
-def resnet56(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False) -> ResNetCifar:
+def resnet56(num_classes: int = 10, in_channels: int = 3, head_bn: bool = False,
+             widths: list[int] | None = None) -> ResNetCifar:
     """ResNet-56 (n=9), 0.85M parameters."""
-    return ResNetCifar(blocks=9, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn)
+    return ResNetCifar(blocks=9, num_classes=num_classes, in_channels=in_channels, head_bn=head_bn,
+                       widths=widths)

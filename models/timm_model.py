@@ -8,12 +8,19 @@ from __future__ import annotations
 import timm
 import torch.nn as nn
 
+from models.widths import apply_widths
 
-def create(name: str, num_classes: int, in_channels: int = 3, pretrained: bool = False) -> nn.Module:
+
+def create(name: str, num_classes: int, in_channels: int = 3, pretrained: bool = False,
+           widths: list[int] | None = None) -> nn.Module:
     """timm.create_model(name) with a `num_classes` head and `in_channels` input channels.
 
     `pretrained=True` needs the weights in the local timm/HF cache (this project adds no runtime downloads).
+    `widths`: the inner width of every residual block (models/widths.py), e.g. found by the NCE search.
     """
     if not timm.is_model(name):
         raise ValueError(f"model.name={name!r} is not a timm model; see timm.list_models() (e.g. 'resnet18')")
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
+    if widths is not None and pretrained:
+        raise ValueError("model.widths with model.pretrained=true: resized layers have no pretrained weights")
+    model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
+    return apply_widths(model, widths) if widths is not None else model

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torchvision
 
+from models.widths import apply_widths
+
 
 def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
     """Swap the first nn.Conv2d (in module order) for one reading `in_channels` channels; returns `model`."""
@@ -29,10 +31,12 @@ def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-def create(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """torchvision.models.get_model(name) with `num_classes` outputs and `in_channels` inputs (random init)."""
+def create(name: str, num_classes: int, in_channels: int = 3, widths: list[int] | None = None) -> nn.Module:
+    """torchvision.models.get_model(name) with `num_classes` outputs and `in_channels` inputs (random init);
+    `widths`: the inner width of every residual block (models/widths.py)."""
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ValueError(f"model.name={name!r} is not a torchvision classification model; e.g. 'mobilenet_v2'")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    return replace_first_conv(model, in_channels)
+    model = replace_first_conv(model, in_channels)
+    return apply_widths(model, widths) if widths is not None else model

@@ -28,7 +28,7 @@ def compose_cfg(tmp_path, overrides):
         return compose("config", overrides=[f"results_dir={tmp_path}", "run_id=test", *overrides])
 
 
-@pytest.mark.parametrize("group", ["model", "data", "quant", "quant/grad", "task", "optim", "logger", "experiment"])
+@pytest.mark.parametrize("group", ["model", "data", "quant", "quant/grad", "task", "optim", "logger", "experiment", "search"])
 def test_every_config_file_composes(tmp_path, group):
     for choice in config_choices(group):
         cfg = compose_cfg(tmp_path, [f"{group}={choice}"])

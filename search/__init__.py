@@ -1,0 +1,1 @@
+"""Architecture searches that run inside the one trainer (`search=<name>`): search/nce.py, docs/methods.md §2."""

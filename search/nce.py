@@ -1,0 +1,367 @@
+"""Neural channel expansion (NCE): a differentiable search over per-layer widths under uniform low-bit quantization.
+
+docs/methods.md §2 (Park et al., arXiv 2212.10878). `search=nce` turns the built model into a supernet before it
+is quantized, and the trainer calls `NceSearch.step` after every weight step:
+
+- every free width (models/widths.py: a block's inner conv_i -> conv_{i+1} width) gets a ladder of candidate widths
+  (`ratios` x the original width, then `expand_step` increments up to `max_ratio`); the layer is built at the ladder's
+  widest width and its output (after its BatchNorm) is `sum_j p_j * pad(O[:C_j])` with p = softmax of the layer's
+  architecture logits over the *active* candidates: a per-channel mask `sum_j p_j [c < C_j]` (WidthMixture);
+- weights train on the training split with the trainer's own step; the logits train on a held-out split of it
+  (first-order bilevel: one Adam step per weight step, after `warmup_epochs`) on
+  `L_task + flops_weight * relu(E[MACs] / budget_macs - 1) + params_weight * relu(E[params] / budget_params - 1)`,
+  with E[.] exact under the independent softmaxes (ExpectedCost) and the budgets `budget` x the original network's;
+- expansion: every `check_every` steps, a layer whose widest active candidate has probability > `threshold` gets
+  the next ladder width as a new candidate (its logit starts equal to the widest one's: the mass is split);
+- at the end the argmax widths, narrowed while over budget (the most probable narrower step first), are written as a
+  model config: `<run_dir>/found_model.yaml` and `configs/model/<export_name>.yaml`, trained with `model=<export_name>`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from models.widths import LayerCost, count_cost, current_widths, layer_costs, set_width, width_pairs
+from runtime import atomic
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+FOUND_MARK = "# Found by the NCE search"  # first line of every config this search writes
+
+
+def export_path(export_name: str | None) -> Path | None:
+    """configs/model/<export_name>.yaml; refuses a name that would overwrite a model config the search did not write."""
+    if not export_name:
+        return None
+    if not isinstance(export_name, str) or not export_name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"search.export_name={export_name!r} is invalid: use letters, digits, '_' or '-' (it becomes "
+                         f"configs/model/<export_name>.yaml)")
+    path = CONFIG_DIR / "model" / f"{export_name}.yaml"
+    if path.exists() and not path.read_text().startswith(FOUND_MARK):
+        raise ValueError(f"search.export_name={export_name} would overwrite {path}, a model config the NCE search did "
+                         f"not write: choose another name")
+    return path
+
+
+def candidate_ladder(width: int, ratios, expand_step: float, max_ratio: float) -> tuple[list[int], int]:
+    """(ladder, active): the candidate widths of a layer `width` wide, ascending and distinct, and how many of them
+    are active at the start (those from `ratios`); the rest are the expansion candidates up to `max_ratio`."""
+    start = sorted({max(1, round(r * width)) for r in ratios})
+    extra, r = [], max(ratios) + expand_step
+    while r <= max_ratio + 1e-9:
+        w = max(1, round(r * width))
+        if w > (extra[-1] if extra else start[-1]):
+            extra.append(w)
+        r += expand_step
+    return start + extra, len(start)
+
+
+class WidthChoice(nn.Module):
+    """The architecture logits of one free width over its candidate ladder; candidates past `active` are masked out."""
+
+    def __init__(self, ladder: list[int], active: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(len(ladder)))
+        self.register_buffer("widths", torch.tensor(ladder, dtype=torch.float32))  # (K,)
+        self.register_buffer("active", torch.tensor(active))  # a tensor: expansion changes no compiled graph
+        channels = torch.arange(ladder[-1], dtype=torch.float32)
+        self.register_buffer("steps", (channels[None, :] < self.widths[:, None]).float())  # (K, C): [c < C_j]
+
+    def probs(self) -> Tensor:
+        live = torch.arange(self.logits.numel(), device=self.logits.device) < self.active
+        return F.softmax(self.logits.masked_fill(~live, float("-inf")), dim=0)  # (K,), zero past `active`
+
+    def mask(self) -> Tensor:
+        """(C,) channel weights sum_j p_j [c < C_j]: channel-wise interpolation of the candidates' zero-padded outputs."""
+        return self.probs() @ self.steps
+
+    def expected_width(self) -> Tensor:
+        return self.probs() @ self.widths
+
+    def argmax_width(self) -> int:
+        return int(self.widths[int(self.probs().argmax())])
+
+
+class WidthMixture(nn.Module):
+    """Replaces a free width's BatchNorm: BN, then the interpolation mask (before the activation: the mask is >= 0,
+    so relu(m * y) = m * relu(y)). The block's forward is untouched, which is why any ResNet family works."""
+
+    def __init__(self, bn: nn.BatchNorm2d, choice: WidthChoice) -> None:
+        super().__init__()
+        self.bn, self.choice = bn, choice
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(x) * self.choice.mask().to(x.dtype).view(1, -1, 1, 1)
+
+
+def to_supernet(model: nn.Module, *, ratios, expand_step: float, max_ratio: float) -> dict[str, WidthChoice]:
+    """Rebuild every free width of `model` at its ladder's widest candidate behind a WidthMixture, in place.
+
+    Returns {producing conv's name: its WidthChoice}, in module order.
+    """
+    choices = {}
+    for pair in width_pairs(model):
+        conv, _, _ = pair.modules(model)
+        ladder, active = candidate_ladder(conv.out_channels, ratios, expand_step, max_ratio)
+        set_width(model, pair, ladder[-1])
+        block = model.get_submodule(pair.block)
+        choices[pair.name] = WidthChoice(ladder, active)
+        setattr(block, f"bn{pair.index}", WidthMixture(getattr(block, f"bn{pair.index}"), choices[pair.name]))
+    if not choices:
+        raise ValueError(f"search=nce found no free width in {type(model).__name__}: it searches residual blocks with "
+                         f"conv_i -> bn_i -> conv_(i+1) (CIFAR ResNets, timm/torchvision ResNets)")
+    return choices
+
+
+def architecture_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The NCE logits: trained on the held-out split by NceSearch, never by the weights' optimizer."""
+    return [m.logits for m in model.modules() if isinstance(m, WidthChoice)]
+
+
+class ExpectedCost:
+    """MACs and params of a supernet at given widths, or their expectation under its width softmaxes.
+
+    Every conv / linear layer costs `per * c_in * c_out`; a free width is an independent random variable, so
+    E[c_in * c_out] = E[c_in] * E[c_out] and the expectation is exact and differentiable in the logits. At one-hot
+    logits it is the count of the discrete network (models.widths.count_cost).
+    """
+
+    def __init__(self, model: nn.Module, example: Tensor, choices: dict[str, WidthChoice]) -> None:
+        self.costs: list[LayerCost] = layer_costs(model, example)
+        self.names = list(choices)
+        self.out_choice = {name: name for name in choices}  # conv name -> the free width deciding its output
+        self.in_choice = {}  # conv name -> the free width deciding its input: conv_i's width is conv_(i+1)'s input
+        for name in choices:
+            prefix, index = name.rsplit("conv", 1)
+            self.in_choice[f"{prefix}conv{int(index) + 1}"] = name
+        mixtures = {id(m.bn) for m in model.modules() if isinstance(m, WidthMixture)}
+        self.fixed_bn_params = sum(2 * m.num_features for m in model.modules()
+                                   if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in mixtures)
+        self.choices = choices
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        """(E[MACs], E[params]) under the current softmaxes."""
+        return self.at({name: choice.expected_width() for name, choice in self.choices.items()})
+
+    def at(self, widths: dict) -> tuple:
+        """(MACs, params) with each free width (by its conv's name) at `widths[name]`: ints give the discrete
+        network's count, expected widths (tensors) the expectation."""
+        macs = params = 0.0
+        for c in self.costs:
+            cin = widths[self.in_choice[c.name]] if c.name in self.in_choice else c.in_channels
+            cout = widths[self.out_choice[c.name]] if c.name in self.out_choice else c.out_channels
+            macs = macs + c.macs_per * cin * cout
+            params = params + c.params_per * cin * cout + (cout if c.bias else 0)
+        return macs, params + self.fixed_bn_params + sum(2 * widths[name] for name in self.names)
+
+
+class NullSearch:
+    """No architecture search (the default): the trainer's hooks do nothing."""
+
+    def step(self, step_model, task, step: int) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def finish(self, run_dir: Path) -> dict:
+        return {}
+
+
+class NceSearch:
+    """The search's trainer-side half: the held-out split, the logits' optimizer, expansion, logs and the export."""
+
+    def __init__(self, model: nn.Module, bundle, *, model_config, heldout_fraction: float = 0.5,
+                 ratios=(0.25, 0.5, 0.75, 1.0), expand_step: float = 0.25, max_ratio: float = 2.0,
+                 threshold: float = 0.5, check_every: int = 50, warmup_epochs: float = 0.0, lr: float = 3e-3,
+                 betas=(0.5, 0.999), weight_decay: float = 1e-3, flops_weight: float = 1.0, params_weight: float = 1.0,
+                 budget: float = 1.0, export_name: str | None = None, seed: int = 0) -> None:
+        ratios = tuple(ratios)
+        if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in ratios):
+            raise ValueError(f"search.ratios={list(ratios)} is invalid: use positive width ratios, e.g. [0.25, 0.5, 1.0]")
+        if not 0 < threshold < 1:
+            raise ValueError(f"search.threshold={threshold} is invalid: use a probability in (0, 1)")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+            raise ValueError(f"search.budget={budget} is invalid: use a positive fraction of the original network's cost")
+        if max_ratio < max(ratios) or expand_step <= 0:
+            raise ValueError(f"search.max_ratio={max_ratio}, expand_step={expand_step} are invalid: need max_ratio >= "
+                             f"max(ratios)={max(ratios)} and expand_step > 0")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"search.check_every={check_every} is invalid: use an integer >= 1")
+        if warmup_epochs < 0:
+            raise ValueError(f"search.warmup_epochs={warmup_epochs} is invalid: use a number of epochs >= 0")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise ValueError("search=nce runs in one process: launch it without torchrun / several tasks")
+        self.export = export_path(export_name)
+        hold_out = getattr(bundle.train, "hold_out", None)
+        if hold_out is None:
+            raise ValueError(f"search=nce needs a training set held in memory to split off its held-out part "
+                             f"(data=fashion_mnist, cifar10, cifar100, synthetic); data={bundle.name} is not")
+        self.model_config = OmegaConf.to_container(model_config, resolve=True) \
+            if isinstance(model_config, DictConfig) else dict(model_config)
+        self.model_kwargs = dict(bundle.model_kwargs)
+        self.example = next(iter(bundle.test))[0][:1].cpu()  # one test image: the cost model's input shape
+        self.original = count_cost(model, self.example)
+        self.original_widths = current_widths(model)
+        self.budget = {key: budget * value for key, value in self.original.items()}
+        self.heldout = hold_out(heldout_fraction, seed)
+        self.choices = to_supernet(model, ratios=ratios, expand_step=expand_step, max_ratio=max_ratio)
+        self.cost = ExpectedCost(model, self.example, self.choices)
+        self.model = model
+        self.optimizer = torch.optim.Adam(architecture_parameters(model), lr=lr, betas=tuple(betas),
+                                          weight_decay=weight_decay)
+        self.threshold, self.check_every = threshold, check_every
+        self.flops_weight, self.params_weight = flops_weight, params_weight
+        self.start_step = math.ceil(warmup_epochs * len(bundle.train))
+        self.heldout_epoch, self.heldout_batch, self._batches = 0, 0, None
+        self.expansions = 0
+
+    # -- the bilevel step ------------------------------------------------------------------------------------------
+    def _next_heldout(self):
+        if self._batches is None:
+            self.heldout.set_epoch(self.heldout_epoch, start_batch=self.heldout_batch)
+            self._batches = iter(self.heldout)
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self.heldout_epoch, self.heldout_batch = self.heldout_epoch + 1, 0
+            self.heldout.set_epoch(self.heldout_epoch)
+            self._batches = iter(self.heldout)
+            batch = next(self._batches)
+        self.heldout_batch += 1
+        return batch
+
+    def cost_loss(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(penalty, E[MACs] / budget, E[params] / budget)."""
+        macs, params = self.cost()
+        macs_ratio, params_ratio = macs / self.budget["macs"], params / self.budget["params"]
+        penalty = self.flops_weight * F.relu(macs_ratio - 1) + self.params_weight * F.relu(params_ratio - 1)
+        return penalty, macs_ratio, params_ratio
+
+    def step(self, step_model: nn.Module, task, step: int) -> None:
+        """One architecture step on a held-out batch (after the warm-up), then the expansion check when due."""
+        if step <= self.start_step:
+            return
+        logits = self.optimizer.param_groups[0]["params"]
+        batch = task.to_device(self._next_heldout(), logits[0].device)
+        self.optimizer.zero_grad(set_to_none=True)  # also drops what the weight step's backward left in the logits
+        penalty, _, _ = self.cost_loss()
+        loss = task.loss(step_model, batch) + penalty
+        loss.backward()
+        self.optimizer.step()
+        self.model.zero_grad(set_to_none=True)  # the weights' gradients from the held-out batch are not used
+        if step % self.check_every == 0:
+            self.expand()
+
+    @torch.no_grad()
+    def expand(self) -> list[str]:
+        """Add the next ladder width to every layer whose widest active candidate has probability > threshold."""
+        grown = []
+        for name, choice in self.choices.items():
+            active = int(choice.active)
+            if active < choice.logits.numel() and float(choice.probs()[active - 1]) > self.threshold:
+                choice.logits[active] = choice.logits[active - 1]
+                choice.active.fill_(active + 1)
+                grown.append(name)
+        if grown:
+            self.expansions += len(grown)
+            log.info("NCE expansion: " + ", ".join(f"{name} -> {self.choices[name].widths[int(self.choices[name].active) - 1]:.0f}"
+                                                   for name in grown))
+        return grown
+
+    # -- what the trainer logs, saves and reports -----------------------------------------------------------------
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        """Per-layer width distributions and expected / argmax width, expected cost vs budget (a logging step)."""
+        _, macs_ratio, params_ratio = self.cost_loss()
+        found = self.found()
+        out = {"nce/expected_macs_vs_budget": float(macs_ratio), "nce/expected_params_vs_budget": float(params_ratio),
+               "nce/found_macs_vs_budget": found["macs"] / self.budget["macs"],
+               "nce/found_params_vs_budget": found["params"] / self.budget["params"],
+               "nce/expansions": float(self.expansions)}
+        for name, choice in self.choices.items():
+            out[f"nce/expected_width/{name}"] = float(choice.expected_width())
+            out[f"nce/argmax_width/{name}"] = float(choice.argmax_width())
+            for width, p in zip(choice.widths.tolist()[:int(choice.active)], choice.probs().tolist()):
+                out[f"nce/p/{name}/{int(width)}"] = p
+        return out
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "heldout_epoch": self.heldout_epoch,
+                "heldout_batch": self.heldout_batch, "expansions": self.expansions}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:  # a checkpoint written before the logits' first step
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.heldout_epoch, self.heldout_batch = state["heldout_epoch"], state["heldout_batch"]
+        self.expansions, self._batches = state["expansions"], None
+
+    def argmax_widths(self) -> list[int]:
+        return [choice.argmax_width() for choice in self.choices.values()]
+
+    def build_found(self, widths: list[int]) -> nn.Module:
+        """The found network as `model=<export_name>` builds it: the model config with `widths`."""
+        return instantiate({**self.model_config, "widths": widths}, **self.model_kwargs)
+
+    @torch.no_grad()
+    def found(self) -> dict:
+        """The argmax widths, each narrowed to its next smaller active candidate while the network's MACs or params are
+        over budget (the layer whose next smaller candidate has the highest probability first), and their cost."""
+        widths = self.argmax_widths()
+        ladders = [[int(w) for w in c.widths.tolist()[:int(c.active)]] for c in self.choices.values()]
+        probs = [c.probs().tolist() for c in self.choices.values()]
+        narrowed = 0
+        while True:
+            macs, params = self.cost.at(dict(zip(self.choices, widths)))
+            if macs <= self.budget["macs"] and params <= self.budget["params"]:
+                break
+            options = [(probs[i][ladders[i].index(w) - 1], i) for i, w in enumerate(widths) if ladders[i].index(w) > 0]
+            if not options:
+                break  # every layer at its narrowest candidate: report the cost as it is
+            _, i = max(options)
+            widths[i] = ladders[i][ladders[i].index(widths[i]) - 1]
+            narrowed += 1
+        return {"widths": widths, "narrowed_to_budget": narrowed, "macs": int(round(macs)), "params": int(round(params))}
+
+    def finish(self, run_dir: Path) -> dict:
+        """Write the found widths as a model config; returns the summary's `nce` entry."""
+        found = self.found()
+        built = count_cost(self.build_found(found["widths"]), self.example)  # the config as model=... builds it
+        if built != {"macs": found["macs"], "params": found["params"]}:
+            raise RuntimeError(f"NCE cost model {found} disagrees with the built network's count {built}")
+        names = list(self.choices)
+        report = {"layers": names, "widths": found["widths"], "original_widths": self.original_widths,
+                  "macs": found["macs"], "params": found["params"],
+                  "original_macs": self.original["macs"], "original_params": self.original["params"],
+                  "budget_macs": self.budget["macs"], "budget_params": self.budget["params"],
+                  "narrowed_to_budget": found["narrowed_to_budget"], "expansions": self.expansions}
+        header = "\n".join([
+            f"{FOUND_MARK} {run_dir} (docs/methods.md §2): {type(self.model).__name__}, one width per",
+            f"# free layer ({', '.join(names)}).",
+            f"# MACs {found['macs']:,} (original {self.original['macs']:,}, budget {int(self.budget['macs']):,}); params "
+            f"{found['params']:,} (original {self.original['params']:,}). Retrain: python train.py model=<this file's name>",
+            ""])
+        text = header + yaml.safe_dump({**self.model_config, "widths": found["widths"]}, sort_keys=False)
+        atomic.write_text(run_dir / "found_model.yaml", text)
+        if self.export:
+            atomic.write_text(self.export, text)
+            report["config"] = f"model={self.export.stem}"
+            log.info(f"NCE: found widths {found['widths']} ({found['macs'] / self.original['macs']:.3f}x the original "
+                     f"MACs) -> {self.export}; retrain with `python train.py model={self.export.stem}`")
+        return {"nce": report}

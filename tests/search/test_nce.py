@@ -1,0 +1,199 @@
+"""NCE (search/nce.py, models/widths.py; docs/methods.md §2): interpolation, expected cost, expansion, export."""
+import json
+import math
+import uuid
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+from hydra import compose, initialize_config_dir
+
+import train
+from data.synthetic import build as synthetic_bundle
+from models.resnet_cifar import BasicBlock, resnet20
+from models.timm_model import create as timm_create
+from models.torchvision_model import create as tv_create
+from models.widths import apply_widths, count_cost, current_widths, width_pairs
+from runtime.cli import CONFIG_DIR
+from search.nce import (ExpectedCost, NceSearch, WidthChoice, WidthMixture, architecture_parameters, candidate_ladder,
+                        to_supernet)
+
+TINY = ["data=synthetic", "data.num_train=128", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
+        "log_every=1", "progress=false", "logger.mode=disabled"]
+EXAMPLE = torch.zeros(1, 1, 28, 28)
+
+
+def supernet(ratios=(0.25, 0.5, 0.75, 1.0)):
+    model = resnet20(in_channels=1)
+    return model, to_supernet(model, ratios=ratios, expand_step=0.25, max_ratio=2.0)
+
+
+def set_one_hot(choice: WidthChoice, index: int) -> None:
+    with torch.no_grad():
+        choice.logits.fill_(-30.0)
+        choice.logits[index] = 30.0
+
+
+def test_ladder_starts_from_the_ratios_and_holds_the_expansion_widths():
+    assert candidate_ladder(16, (0.25, 0.5, 0.75, 1.0), 0.25, 2.0) == ([4, 8, 12, 16, 20, 24, 28, 32], 4)
+    assert candidate_ladder(64, (0.5, 1.0), 0.5, 1.0) == ([32, 64], 2)
+
+
+def test_interpolated_output_is_the_probability_weighted_sum_of_zero_padded_candidates():
+    torch.manual_seed(0)
+    choice = WidthChoice([2, 4, 6, 8], active=3)
+    with torch.no_grad():
+        choice.logits.copy_(torch.tensor([0.3, -1.0, 2.0, 5.0]))  # the 4th is inactive: its logit must not count
+    bn = nn.BatchNorm2d(8)
+    mixture = WidthMixture(bn, choice)
+    x = torch.randn(3, 8, 5, 5)
+    out = mixture(x)
+    assert out.shape == (3, 8, 5, 5)  # the widest candidate's shape
+    o = bn(x)
+    p = torch.softmax(torch.tensor([0.3, -1.0, 2.0]), 0)
+    expected = sum(p[j] * nn.functional.pad(o[:, :c], (0, 0, 0, 0, 0, 8 - c)) for j, c in enumerate([2, 4, 6]))
+    torch.testing.assert_close(out, expected)
+    assert torch.all(out[:, 6:] == 0)  # channels past the widest active candidate are off
+
+
+def test_supernet_blocks_run_at_the_widest_candidate():
+    model, choices = supernet()
+    block = model.layer2.get_submodule("1")
+    assert isinstance(block, BasicBlock) and block.conv1.out_channels == 64 and block.conv2.in_channels == 64
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert len(choices) == 9 and len(architecture_parameters(model)) == 9
+
+
+def test_expected_cost_equals_the_hand_count_at_one_hot_logits_and_is_differentiable():
+    model, choices = supernet()
+    cost = ExpectedCost(model, EXAMPLE, choices)
+    picks = [0, 3, 5, 1, 2, 3, 7, 4, 0]  # ladder indices; 5, 7 and 4 are expansion widths
+    for choice, index in zip(choices.values(), picks):
+        choice.active.fill_(8)
+        set_one_hot(choice, index)
+    widths = [int(c.widths[i]) for c, i in zip(choices.values(), picks)]
+    macs, params = cost()
+    found = count_cost(apply_widths(resnet20(in_channels=1), widths), EXAMPLE)
+    assert macs.item() == pytest.approx(found["macs"], rel=1e-6) and params.item() == pytest.approx(found["params"], rel=1e-6)
+    # By hand, ResNet-20 on 28x28: stem 9*1*16*784, the blocks' convs 9*c_in*c_out*HW, fc 64*10 (+10 bias), BNs 2*c.
+    hw = {1: 28 * 28, 2: 14 * 14, 3: 7 * 7}
+    stage = {1: 16, 2: 32, 3: 64}
+    hand_macs, hand_params = 9 * 16 * 784 + 640, 9 * 16 + 650 + 2 * 16
+    for k, w in enumerate(widths):
+        s = k // 3 + 1
+        c_in = stage[s - 1] if k % 3 == 0 and s > 1 else stage[s]
+        hand_macs += 9 * c_in * w * hw[s] + 9 * w * stage[s] * hw[s]
+        hand_params += 9 * c_in * w + 9 * w * stage[s] + 2 * w + 2 * stage[s]
+    assert found == {"macs": hand_macs, "params": hand_params}
+    # Differentiable: the expected cost moves every layer's logits.
+    for choice in choices.values():
+        choice.logits.data.zero_()
+    macs, params = cost()
+    (macs + params).backward()
+    assert all(c.logits.grad is not None and c.logits.grad[:8].abs().sum() > 0 for c in choices.values())
+
+
+def test_width_pairs_cover_timm_and_torchvision_resnets_and_found_widths_build():
+    timm18 = timm_create("resnet18", 10, 1)
+    assert [p.name for p in width_pairs(timm18)][:2] == ["layer1.0.conv1", "layer1.1.conv1"] and len(width_pairs(timm18)) == 8
+    widths = [24, 40, 48, 72, 96, 160, 200, 300]
+    built = timm_create("resnet18", 10, 1, widths=widths)
+    assert current_widths(built) == widths and built(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    bottleneck = tv_create("resnet50", 10, 1)
+    assert len(width_pairs(bottleneck)) == 32  # conv1 -> conv2 and conv2 -> conv3 of 16 blocks
+    apply_widths(bottleneck, [8] * 32)
+    assert bottleneck(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="model.widths has 3 entries"):
+        resnet20(widths=[8, 8, 8])
+
+
+def test_expansion_adds_a_candidate_only_past_the_threshold():
+    search = SimpleNamespace(threshold=0.5, expansions=0)
+    model, choices = supernet()
+    search.choices = choices
+    first, second = list(choices.values())[:2]
+    with torch.no_grad():
+        first.logits[:4] = torch.tensor([0.0, 0.0, 0.0, 1.0])   # widest p = e/(3+e) = 0.475 < 0.5: stays
+        second.logits[:4] = torch.tensor([0.0, 0.0, 0.0, 1.5])  # widest p = 0.60 > 0.5: grows
+    grown = NceSearch.expand(search)
+    assert grown == [list(choices)[1]] and int(second.active) == 5 and int(first.active) == 4
+    assert second.logits[4] == second.logits[3] and second.probs()[3] == second.probs()[4]  # the mass is split
+    assert search.expansions == 1
+    assert NceSearch.expand(search) == []  # 0.43 + 0.43 now: no layer is past the threshold
+
+
+def bundle(seed=0):
+    return synthetic_bundle(root="", num_train=256, num_test=32, in_channels=1, image_size=28, batch_size=32, seed=seed)
+
+
+def test_held_out_split_is_disjoint_and_sized():
+    b = bundle()
+    before = b.train.images.clone()
+    heldout = b.train.hold_out(0.25, seed=3)
+    assert heldout.images.shape[0] == 64 and b.train.images.shape[0] == 192 and len(b.train) == 6
+    rows = {tuple(x.flatten().tolist()) for x in before}
+    kept = {tuple(x.flatten().tolist()) for x in b.train.images}
+    held = {tuple(x.flatten().tolist()) for x in heldout.images}
+    assert not kept & held and kept | held == rows
+    with pytest.raises(ValueError, match="fraction=1.5"):
+        bundle().train.hold_out(1.5, seed=0)
+
+
+def test_found_network_is_within_the_budget_and_state_round_trips(tmp_path):
+    model = resnet20(in_channels=1)
+    search = NceSearch(model, bundle(), model_config={"_target_": "models.resnet_cifar.resnet20"}, budget=0.5,
+                       export_name=None)
+    for choice in search.choices.values():  # every layer prefers twice its original width: far over budget
+        choice.active.fill_(8)
+        set_one_hot(choice, 7)
+    found = search.found()
+    assert found["narrowed_to_budget"] > 0
+    assert found["macs"] <= 0.5 * search.original["macs"] and found["params"] <= 0.5 * search.original["params"]
+    report = search.finish(tmp_path)["nce"]
+    assert report["widths"] == found["widths"] and (tmp_path / "found_model.yaml").read_text().startswith("# Found")
+    state = search.state_dict()
+    state["heldout_batch"] = 3
+    search.load_state_dict(state)
+    assert search.heldout_batch == 3 and search._batches is None
+
+
+def test_export_refuses_to_overwrite_a_hand_written_model_config():
+    with pytest.raises(ValueError, match="would overwrite .*resnet20.yaml"):
+        NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name="resnet20")
+
+
+def compose_cfg(tmp_path, overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"results_dir={tmp_path}", "run_id=test", *overrides])
+
+
+@pytest.fixture
+def export_name():
+    name = f"nce_test_{uuid.uuid4().hex[:8]}"
+    yield name
+    (CONFIG_DIR / "model" / f"{name}.yaml").unlink(missing_ok=True)
+
+
+def test_search_logs_widths_and_cost_writes_a_config_that_trains_two_steps(tmp_path, export_name):
+    """The whole path: train.py with search=nce (4 weight + 4 logit steps), then model=<found> trains two steps."""
+    cfg = compose_cfg(tmp_path, [*TINY, "bits=2", "quant.bits.g=8", "search=nce", "search.check_every=1",
+                                 f"search.export_name={export_name}", "name=search"])
+    summary = train.train(cfg)
+    assert summary["status"] == "finished" and summary["steps"] == 2  # 128 images, half held out, batch 32
+    report = summary["nce"]
+    assert report["config"] == f"model={export_name}" and report["macs"] <= report["budget_macs"]
+    rows = [json.loads(line) for line in (tmp_path / "search" / "test" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r][-1]
+    assert 0 < logged["nce/expected_macs_vs_budget"] and "nce/expected_width/layer3.2.conv1" in logged
+    probs = [v for k, v in logged.items() if k.startswith("nce/p/layer1.0.conv1/")]
+    assert len(probs) >= 4 and math.isclose(sum(probs), 1.0, rel_tol=1e-5)
+    # The logits moved (they start equal) and the weights' optimizer never touched them.
+    ckpt = torch.load(tmp_path / "search" / "test" / "checkpoint.pt", weights_only=False)
+    logits = ckpt["model"]["layer1.0.bn1.choice.logits"]
+    assert logits[:4].std() > 0 and "optimizer" in ckpt["search"]
+    # model=<found> retrains from scratch with the normal trainer
+    retrain = train.train(compose_cfg(tmp_path, [*TINY, "data.num_train=64", "bits=2", f"model={export_name}", "name=retrain"]),
+                          {"model": export_name})
+    assert retrain["status"] == "finished" and retrain["steps"] == 2 and retrain["model"] == export_name
+    assert retrain["config"]["model"]["widths"] == report["widths"]
