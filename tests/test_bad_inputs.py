@@ -69,6 +69,9 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "missing VOC folder": (["data=voc", "task=detection", "model=fcos_resnet18"], "voc", None),
     "missing COCO folder": (["data=coco", "task=detection", "model=fcos_resnet18"], "coco", None),
     "missing CIFAR-10 folder": (["data=cifar10"], "cifar", None),
+    "NCE export over a hand-written model config": (["search=nce", "search.export_name=resnet20"], "resnet20.yaml", None),
+    "NCE zero budget": (["search=nce", "search.budget=0"], "search.budget=0", None),
+    "NCE on a network without residual blocks": (["search=nce", "model=mobilenet_v2"], "no free width", None),
     "unreadable checkpoints": ([], "checkpoint", corrupt_checkpoints),
     "run folder of another config": ([], "seed", other_config),
 }
