@@ -197,3 +197,21 @@ def test_search_logs_widths_and_cost_writes_a_config_that_trains_two_steps(tmp_p
                           {"model": export_name})
     assert retrain["status"] == "finished" and retrain["steps"] == 2 and retrain["model"] == export_name
     assert retrain["config"]["model"]["widths"] == report["widths"]
+
+
+@pytest.mark.parametrize("build", [lambda **kw: timm_create("resnet18", 10, 1, **kw),
+                                   lambda **kw: tv_create("resnet50", 10, 1, **kw)], ids=["timm_resnet18", "tv_resnet50"])
+def test_imagenet_resnets_search_and_cost_like_the_cifar_ones(build):
+    """One timm and one torchvision backbone (Bottleneck: two free widths per block) through the same supernet."""
+    model = build()
+    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
+    example = torch.zeros(1, 1, 32, 32)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    cost = ExpectedCost(model, example, choices)
+    picks = [k % 3 for k in range(len(choices))]
+    for choice, index in zip(choices.values(), picks):
+        choice.active.fill_(3)
+        set_one_hot(choice, index)
+    widths = [int(c.widths[i]) for c, i in zip(choices.values(), picks)]
+    macs, params = cost()
+    assert {"macs": round(macs.item()), "params": round(params.item())} == count_cost(build(widths=widths), example)
