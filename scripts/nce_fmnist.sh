@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-ARGS="experiment=nce_fmnist progress=false"
+ARGS="experiment=nce_fmnist progress=false threads=1"
 FOUND=nce_fmnist_resnet20
-$PY train.py $ARGS search=nce name=nce_fmnist_search seed=0 optim.epochs=4 search.warmup_epochs=1 search.lr=0.05 \
+$PY train.py $ARGS search=nce name=nce_fmnist_search seed=0 optim.epochs=3 search.warmup_epochs=1 search.lr=0.05 \
     search.check_every=10 search.export_name=$FOUND
 $PY train.py -m $ARGS model=resnet20,$FOUND seed=0,1
 $PY scripts/nce_report.py --search nce_fmnist_search --name nce_fmnist
