@@ -91,7 +91,7 @@ def widths_figure(root: Path, search: str, path: Path) -> Path:
         curves.plot(steps, values, label=layer.replace(".conv1", ""))
     curves.set_xlabel("step")
     curves.set_ylabel("expected width E[C]")
-    curves.set_title(f"search {found[0][0].run_id[:40]}")
+    curves.set_title(f"expected width per block during the search (seed {found[0][0].seed})")
     curves.legend(fontsize=7, ncol=3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
