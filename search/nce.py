@@ -190,7 +190,8 @@ class NceSearch:
                  ratios=(0.25, 0.5, 0.75, 1.0), expand_step: float = 0.25, max_ratio: float = 2.0,
                  threshold: float = 0.5, check_every: int = 50, warmup_epochs: float = 0.0, lr: float = 3e-3,
                  betas=(0.5, 0.999), weight_decay: float = 1e-3, flops_weight: float = 1.0, params_weight: float = 1.0,
-                 budget: float = 1.0, export_name: str | None = None, seed: int = 0) -> None:
+                 budget: float = 1.0, budget_mode: str = "at_most", export_name: str | None = None,
+                 seed: int = 0) -> None:
         ratios = tuple(ratios)
         if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in ratios):
             raise ValueError(f"search.ratios={list(ratios)} is invalid: use positive width ratios, e.g. [0.25, 0.5, 1.0]")
@@ -201,6 +202,9 @@ class NceSearch:
         if max_ratio < max(ratios) or expand_step <= 0:
             raise ValueError(f"search.max_ratio={max_ratio}, expand_step={expand_step} are invalid: need max_ratio >= "
                              f"max(ratios)={max(ratios)} and expand_step > 0")
+        if budget_mode not in ("at_most", "match"):
+            raise ValueError(f"search.budget_mode={budget_mode} is invalid: use at_most (pay only above the budget) or "
+                             f"match (pay for any distance from it)")
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"search.check_every={check_every} is invalid: use an integer >= 1")
         if warmup_epochs < 0:
@@ -227,6 +231,7 @@ class NceSearch:
                                           weight_decay=weight_decay)
         self.threshold, self.check_every = threshold, check_every
         self.flops_weight, self.params_weight = flops_weight, params_weight
+        self.distance = F.relu if budget_mode == "at_most" else torch.abs
         self.start_step = math.ceil(warmup_epochs * len(bundle.train))
         self.heldout_epoch, self.heldout_batch, self._batches = 0, 0, None
         self.expansions = 0
@@ -247,10 +252,10 @@ class NceSearch:
         return batch
 
     def cost_loss(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(penalty, E[MACs] / budget, E[params] / budget)."""
+        """(penalty, E[MACs] / budget, E[params] / budget); at_most: relu(ratio - 1), match: |ratio - 1|."""
         macs, params = self.cost()
         macs_ratio, params_ratio = macs / self.budget["macs"], params / self.budget["params"]
-        penalty = self.flops_weight * F.relu(macs_ratio - 1) + self.params_weight * F.relu(params_ratio - 1)
+        penalty = self.flops_weight * self.distance(macs_ratio - 1) + self.params_weight * self.distance(params_ratio - 1)
         return penalty, macs_ratio, params_ratio
 
     def step(self, step_model: nn.Module, task, step: int) -> None:

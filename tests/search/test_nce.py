@@ -215,3 +215,18 @@ def test_imagenet_resnets_search_and_cost_like_the_cifar_ones(build):
     widths = [int(c.widths[i]) for c, i in zip(choices.values(), picks)]
     macs, params = cost()
     assert {"macs": round(macs.item()), "params": round(params.item())} == count_cost(build(widths=widths), example)
+
+
+def test_budget_modes_pay_above_the_budget_or_for_any_distance_from_it():
+    """At the start E[width] = 0.625 x the original: under budget. at_most pays nothing, match pays the distance."""
+    at_most = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None)
+    match = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None,
+                      budget_mode="match", params_weight=0.0)
+    penalty, macs_ratio, _ = at_most.cost_loss()
+    assert penalty.item() == 0.0 and 0.5 < macs_ratio.item() < 0.75
+    penalty, macs_ratio, _ = match.cost_loss()
+    assert penalty.item() == pytest.approx(1 - macs_ratio.item(), rel=1e-5)
+    penalty.backward()  # pulls every layer's expected width up
+    assert all((c.logits.grad[3] < 0) for c in match.choices.values())
+    with pytest.raises(ValueError, match="budget_mode=exact"):
+        NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, budget_mode="exact")
