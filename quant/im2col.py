@@ -19,6 +19,8 @@ rank-1 correction as for a plain GEMM: sum(code * w) = sum(stored * w) + zero * 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor
 
@@ -34,20 +36,36 @@ def int_matmul(a: Tensor, b: Tensor) -> Tensor:
                for i in range(0, k, INT32_SAFE_K))
 
 
-def conv_out_size(size: int, k: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - k) // stride + 1
+def span(name: str):
+    """A profiler range in eager mode (scripts/bench_step.py --split), nothing inside torch.compile."""
+    return nullcontext() if torch.compiler.is_compiling() else torch.profiler.record_function(name)
+
+
+@torch.library.custom_op("quant::im2col", mutates_args=())
+def _im2col(t: Tensor, kernel: list[int], stride: list[int], out_hw: list[int]) -> Tensor:
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    out = t.new_empty(t.shape[0] * ho * wo, kh * kw * t.shape[3])
+    t = t[:, :(ho - 1) * sh + kh, :(wo - 1) * sw + kw]  # the rows and columns some output uses
+    view = t.unfold(1, kh, sh).unfold(2, kw, sw).permute(0, 1, 2, 4, 5, 3)  # (B, Ho, Wo, kh, kw, C)
+    out.view(view.shape).copy_(view)
+    return out
+
+
+@_im2col.register_fake
+def _(t: Tensor, kernel: list[int], stride: list[int], out_hw: list[int]) -> Tensor:
+    return t.new_empty(t.shape[0] * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * t.shape[3])
 
 
 def im2col(t: Tensor, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
     """(B, Hp, Wp, C) padded -> (B*Ho*Wo, kh*kw*C): row (b, y, x) holds t[b, y*s+i, x*s+j, c] in (i, j, c) order.
 
     One copy of a (B, Ho, Wo, kh, kw, C) strided view of t: 2-3x faster than torch.cat of the kh*kw shifted
-    views (or writing them into a preallocated buffer), whose copies are C bytes wide (bench_int8.py --layers).
+    views (or writing them into a preallocated buffer), whose copies are C bytes wide. A custom op, so that
+    Inductor keeps it as one call on a materialized input: inlined, it recomputed the gradient's quantization
+    (hash noise included) for each of the kh*kw taps and made the compiled backward 10x slower than eager.
     """
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    t = t[:, :(ho - 1) * sh + kh, :(wo - 1) * sw + kw]  # the rows and columns some output uses
-    view = t.unfold(1, kh, sh).unfold(2, kw, sw).permute(0, 1, 2, 4, 5, 3)  # (B, Ho, Wo, kh, kw, C)
-    return view.reshape(-1, kh * kw * t.shape[3])
+    with span("int8.im2col"):
+        return _im2col(t, list(kernel), list(stride), list(out_hw))
 
 
 def weight_rows(w8: Tensor) -> Tensor:

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from quant.gradient import quantize_output_gradient, stash_grad_state
-from quant.im2col import INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul
+from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
+                          span)
 from quant.primitives import grid_index, unsigned_levels
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
@@ -232,10 +233,11 @@ class _IntegerLayer(torch.autograd.Function):
         stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, g_bits, policy, recording, warming_up,
                          deferred, large_fraction)
         with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
-            a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
-            cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
-            a8 = _activation_int8(op, a, zero) if op.int8 else None
-            w8 = _to_int8(cw) if op.int8 else None
+            with span("quant.quantize"):
+                a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
+                cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
+                a8 = _activation_int8(op, a, zero) if op.int8 else None
+                w8 = _to_int8(cw) if op.int8 else None
             y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
                 y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
@@ -251,7 +253,8 @@ class _IntegerLayer(torch.autograd.Function):
         x, w, a_upper, a_signed, w_scale, step_a, step_w, zero, a_saved, w_saved = ctx.saved_tensors
         op: LayerOp = ctx.op
         with torch.autocast(g_out.device.type, enabled=False):
-            g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
+            with span("quant.quantize"):
+                g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
             if op.int8:
                 a8, w8 = a_saved, w_saved
                 a, cw = _activation_codes(op, a8, zero, x), w8.float()
