@@ -15,12 +15,14 @@ with s the grid steps. Codes, the step of each grid (docs/methods.md §1.2, §1.
 Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always runs in float32 on the codes
 (autocast off inside): its result equals the fp32 path up to accumulation order in every precision mode.
 
-kernel "int8" (W/A/G <= 8 bits): linear layers and 1x1 convolutions (plain GEMMs in channels-last order) run as
-int8 x int8 -> int32 `torch._int_mm`. Activation codes are stored shifted by -2^(b-1) so that 0..255 fits int8;
-the shift comes back as an exact rank-1 integer correction (zero-point trick). Overflow: every sum is an exact
-integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are
-split into chunks and summed in int64. Layers where int8 does not pay (3x3 convolutions, narrow GEMMs: see
-choose_kernel) run "exact"; kernel_choices(model) lists what each layer runs.
+kernel "int8" (W/A/G <= 8 bits): the ops run as int8 x int8 -> int32 `torch._int_mm`: linear layers and 1x1
+convolutions as plain GEMMs in channels-last order, other convolutions through quant.im2col (im2col of the
+padded int8 codes; dL/dX as the transposed convolution). Activation codes are stored shifted by -2^(b-1) so that
+0..255 fits int8, padding included; the shift comes back as an exact rank-1 integer correction (zero-point trick).
+Overflow: every sum is an exact integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K
+(66,311); longer reductions are split into chunks and summed in int64. Layers where int8 does not pay (narrow
+GEMMs, narrow convolutions) or that im2col does not express (groups, dilation) run "exact" (choose_kernel);
+kernel_choices(model) lists what each layer runs.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
 the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
