@@ -15,12 +15,14 @@ with s the grid steps. Codes, the step of each grid (docs/methods.md §1.2, §1.
 Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always runs in float32 on the codes
 (autocast off inside): its result equals the fp32 path up to accumulation order in every precision mode.
 
-kernel "int8" (W/A/G <= 8 bits): linear layers and 1x1 convolutions (plain GEMMs in channels-last order) run as
-int8 x int8 -> int32 `torch._int_mm`. Activation codes are stored shifted by -2^(b-1) so that 0..255 fits int8;
-the shift comes back as an exact rank-1 integer correction (zero-point trick). Overflow: every sum is an exact
-integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are
-split into chunks and summed in int64. Layers where int8 does not pay (3x3 convolutions, narrow GEMMs: see
-choose_kernel) run "exact"; kernel_choices(model) lists what each layer runs.
+kernel "int8" (W/A/G <= 8 bits): the ops run as int8 x int8 -> int32 `torch._int_mm`: linear layers and 1x1
+convolutions as plain GEMMs in channels-last order, other convolutions through quant.im2col (im2col of the
+padded int8 codes; dL/dX as the transposed convolution). Activation codes are stored shifted by -2^(b-1) so that
+0..255 fits int8, padding included; the shift comes back as an exact rank-1 integer correction (zero-point trick).
+Overflow: every sum is an exact integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K
+(66,311); longer reductions are split into chunks and summed in int64. Layers where int8 does not pay (narrow
+GEMMs, narrow convolutions) or that im2col does not express (groups, dilation) run "exact" (choose_kernel);
+kernel_choices(model) lists what each layer runs.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
 the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
@@ -36,50 +38,65 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from quant.gradient import quantize_output_gradient, stash_grad_state
+from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
+                          span)
 from quant.primitives import grid_index, unsigned_levels
 
-INT32_SAFE_K = 2**31 // (255 * 127)  # longest reduction whose exact integer sum cannot overflow int32
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
+# Convolutions with a kernel larger than 1x1 (im2col) run int8 from this many input and output channels.
+INT8_MIN_CONV_CHANNELS = 16
 
 
 @dataclass(frozen=True)
 class LayerOp:
-    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects _int_mm
-    (linear and 1x1 convolutions without padding or groups only)."""
+    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects _int_mm:
+    a plain GEMM for linear layers and 1x1 convolutions without padding, quant.im2col for other convolutions."""
 
     conv: bool
+    kernel_size: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     int8: bool = False
 
+    @property
+    def im2col(self) -> bool:
+        return self.int8 and self.conv and (self.kernel_size != (1, 1) or self.padding != (0, 0))
+
 
 def choose_kernel(layer: nn.Module, kernel: str) -> str:
     """"fake", "exact" or "int8" for one QConv2d / QLinear under the spec's `kernel` (the rule of §1.9).
 
     int8 where the op is a plain GEMM (linear, 1x1 conv without padding or groups) at least INT8_MIN_WIDTH wide in
-    both its input and output features; a conv this module cannot express exactly (padding given as a string,
-    non-zero padding modes) keeps the fake path.
+    both its input and output features, or a convolution quant.im2col expresses (no groups, no dilation, padding
+    < kernel size) with at least INT8_MIN_CONV_CHANNELS input and output channels; a conv this module cannot
+    express exactly (padding given as a string, non-zero padding modes) keeps the fake path.
     """
     if kernel == "fake":
         return "fake"
+    if kernel != "int8":
+        return "exact"
     if isinstance(layer, nn.Conv2d):
         if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
             return "fake"
-        gemm = layer.kernel_size == (1, 1) and layer.padding == (0, 0) and layer.groups == 1
         width = min(layer.in_channels, layer.out_channels)
+        if layer.kernel_size == (1, 1) and layer.padding == (0, 0):
+            ok = layer.groups == 1 and width >= INT8_MIN_WIDTH
+        else:
+            ok = (layer.groups == 1 and layer.dilation == (1, 1) and width >= INT8_MIN_CONV_CHANNELS
+                  and all(p < k for p, k in zip(layer.padding, layer.kernel_size)))
     else:
-        gemm, width = True, min(layer.in_features, layer.out_features)
-    return "int8" if kernel == "int8" and gemm and width >= INT8_MIN_WIDTH else "exact"
+        ok = min(layer.in_features, layer.out_features) >= INT8_MIN_WIDTH
+    return "int8" if ok else "exact"
 
 
 def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
     """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
     if isinstance(layer, nn.Conv2d):
-        return LayerOp(conv=True, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                       groups=layer.groups, int8=kernel == "int8")
+        return LayerOp(conv=True, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8")
     return LayerOp(conv=False, int8=kernel == "int8")
 
 
@@ -108,13 +125,29 @@ def _to_int8(codes: Tensor, shift: Tensor | float = 0.0) -> Tensor:
     return (codes - shift).to(torch.int8)
 
 
-def int_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """(M, K) int8 @ (K, N) int8, exact: int32 for K <= INT32_SAFE_K, else int64 from int32 chunks."""
-    k = a.shape[1]
-    if k <= INT32_SAFE_K:
-        return torch._int_mm(a, b)
-    return sum(torch._int_mm(a[:, i:i + INT32_SAFE_K], b[i:i + INT32_SAFE_K]).long()
-               for i in range(0, k, INT32_SAFE_K))
+def _like(t: Tensor, x: Tensor, op: LayerOp) -> Tensor:
+    """t in x's memory format: int8 convolutions compute channels-last; an NCHW model gets NCHW back, so that
+    what follows (BatchNorm's reductions) sums in the same order as after an "exact" layer."""
+    if op.int8 and op.conv and not x.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous()
+    return t
+
+
+def _activation_int8(op: LayerOp, a: Tensor, zero: Tensor) -> Tensor:
+    """The int8 activation operand, `code - zero`: a's layout for a GEMM; for im2col (B, H+2p, W+2p, C)
+    channels-last, padded with the code of real zero (0) before the shift, in one elementwise pass."""
+    if op.im2col:
+        (ph, pw) = op.padding
+        return _to_int8(F.pad(a.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph)), zero)
+    return _to_int8(a, zero)
+
+
+def _activation_codes(op: LayerOp, a8: Tensor, zero: Tensor, like: Tensor) -> Tensor:
+    """_activation_int8's inverse: float codes in `like`'s shape."""
+    if op.im2col:
+        (ph, pw), (h, w) = op.padding, like.shape[2:]
+        a8 = a8[:, ph:ph + h, pw:pw + w].permute(0, 3, 1, 2)
+    return a8.float() + zero
 
 
 def _rows(t: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
@@ -144,6 +177,8 @@ def _scatter_strided(part: Tensor, like: Tensor, stride: tuple[int, int]) -> Ten
 
 def _forward_op(op: LayerOp, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None, zero: Tensor) -> Tensor:
     """codes_a (*) codes_w as float32 integers: int8 GEMM, or the float op on float codes."""
+    if op.im2col:  # a8 (B, Hp, Wp, C) padded; result (B, O, Ho, Wo) in channels-last memory
+        return conv_forward(a8, w8, op.stride, zero).float().permute(0, 3, 1, 2)
     if op.int8:
         a_rows = _rows(a8, op.conv, op.stride)  # (N, K) int8, shifted by -zero
         w_rows = w8.reshape(w8.shape[0], -1)  # (O, K)
@@ -157,6 +192,10 @@ def _forward_op(op: LayerOp, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor
 def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None,
                  zero: Tensor) -> tuple[Tensor, Tensor]:
     """(codes_g (*) codes_w, codes_a (*) codes_g): the op's input and weight gradients on codes, float32."""
+    if op.im2col:
+        g8 = _to_int8(g.permute(0, 2, 3, 1))  # (B, Ho, Wo, O)
+        grad_a = conv_input_grad(g8, w8, op.stride, op.padding, a.shape[2:]).float().permute(0, 3, 1, 2)
+        return grad_a, conv_weight_grad(a8, g8, op.kernel_size, op.stride, zero).float()
     if op.int8:
         g8 = _to_int8(g)
         g_rows = _rows(g8, op.conv, (1, 1))  # (N, O): the output has the subsampled shape already
@@ -196,13 +235,15 @@ class _IntegerLayer(torch.autograd.Function):
         stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, g_bits, policy, recording, warming_up,
                          deferred, large_fraction)
         with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
-            a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
-            cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
-            a8 = _to_int8(a, zero) if op.int8 else None
-            w8 = _to_int8(cw) if op.int8 else None
+            with span("quant.quantize"):
+                a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
+                cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
+                a8 = _activation_int8(op, a, zero) if op.int8 else None
+                w8 = _to_int8(cw) if op.int8 else None
             y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
                 y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
+            y = _like(y, x, op)
         # int8 keeps only the int8 codes for backward (a quarter of the float codes' memory)
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
                               *((a8, w8) if op.int8 else (a, cw)))
@@ -214,10 +255,11 @@ class _IntegerLayer(torch.autograd.Function):
         x, w, a_upper, a_signed, w_scale, step_a, step_w, zero, a_saved, w_saved = ctx.saved_tensors
         op: LayerOp = ctx.op
         with torch.autocast(g_out.device.type, enabled=False):
-            g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
+            with span("quant.quantize"):
+                g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
             if op.int8:
                 a8, w8 = a_saved, w_saved
-                a, cw = a8.float() + zero, w8.float()
+                a, cw = _activation_codes(op, a8, zero, x), w8.float()
             else:
                 a, cw, a8, w8 = a_saved, w_saved, None, None
             grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
@@ -228,7 +270,7 @@ class _IntegerLayer(torch.autograd.Function):
             grad_bias = None
             if ctx.has_bias:
                 grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)
-        return (grad_x.to(x.dtype), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
+        return (_like(grad_x.to(x.dtype), x, op), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
                 None, None, None, None, None, None, None, None, None, None, None, None, None, None)
 
 

@@ -7,8 +7,9 @@ convolutions), W8A8G8 with the LBT policy, each a model and optimizers built by 
 live in one process; the timed steps are interleaved over rounds (variant after variant), and the median is
 reported with its ratio to FP32 in the same mode.
 
-Layers (--layers): one quantized linear / 1x1-conv layer's forward + backward at the GEMM shapes of those
-models, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH (where int8 stops paying).
+Layers (--layers): one quantized linear / 1x1-conv / 3x3-conv layer's forward + backward at the shapes of
+ResNet-20, ResNet-18 (112x112) and ViT-Ti, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH and
+INT8_MIN_CONV_CHANNELS (where int8 stops paying).
 
     python scripts/bench_int8.py --out results/bench/int8_cpu.md
 """
@@ -121,11 +122,20 @@ def bench_layers(args, log) -> list[str]:
         ("1x1 conv 64->64, 128x8x8", lambda: nn.Conv2d(64, 64, 1), (128, 64, 8, 8)),
         ("linear 32->32, N=6304", lambda: nn.Linear(32, 32), (32, 197, 32)),
         ("linear 64->64, N=6304", lambda: nn.Linear(64, 64), (32, 197, 64)),
+        ("3x3 conv 16->16, 128x32x32", lambda: nn.Conv2d(16, 16, 3, padding=1), (128, 16, 32, 32)),
+        ("3x3 conv 16->32 stride 2, 128x32x32", lambda: nn.Conv2d(16, 32, 3, 2, 1), (128, 16, 32, 32)),
+        ("3x3 conv 32->32, 128x16x16", lambda: nn.Conv2d(32, 32, 3, padding=1), (128, 32, 16, 16)),
+        ("3x3 conv 64->64, 128x8x8", lambda: nn.Conv2d(64, 64, 3, padding=1), (128, 64, 8, 8)),
+        ("3x3 conv 64->64, 32x28x28", lambda: nn.Conv2d(64, 64, 3, padding=1), (32, 64, 28, 28)),
+        ("3x3 conv 128->128, 32x14x14", lambda: nn.Conv2d(128, 128, 3, padding=1), (32, 128, 14, 14)),
+        ("3x3 conv 256->256, 32x7x7", lambda: nn.Conv2d(256, 256, 3, padding=1), (32, 256, 7, 7)),
+        ("3x3 conv 8->8, 128x32x32", lambda: nn.Conv2d(8, 8, 3, padding=1), (128, 8, 32, 32)),
     ]
     import quant.integer as integer
-    saved = integer.INT8_MIN_WIDTH
-    integer.INT8_MIN_WIDTH = 1  # measure int8 on every shape, whatever the rule says
+    saved = integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS
+    integer.INT8_MIN_WIDTH = integer.INT8_MIN_CONV_CHANNELS = 1  # measure int8 on every shape, whatever the rule says
     lines = ["### One layer, forward + backward (eager), exact and int8 vs FP32 layer", "",
+             "3x3 convolutions: padding 1, int8 via quant.im2col.", "",
              "| layer | fp32 ms | fake ms | exact ms | int8 ms | int8 / exact |", "|---|---:|---:|---:|---:|---:|"]
     try:
         for label, make, shape in shapes:
@@ -148,7 +158,7 @@ def bench_layers(args, log) -> list[str]:
                          f"| {1e3 * t['int8']:.1f} | {t['int8'] / t['exact']:.2f} |")
             log(lines[-1])
     finally:
-        integer.INT8_MIN_WIDTH = saved
+        integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS = saved
     return lines + [""]
 
 

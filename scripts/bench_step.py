@@ -1,4 +1,4 @@
-"""Time one training step of a CIFAR ResNet-20: FP32 vs W/A/G fixed point with each gradient-interval policy.
+"""Time one training step: FP32 vs W/A/G fixed point with each gradient-interval policy (and quant.kernel).
 
 Everything runs in one process, so the ratios compare like with like: for each configuration (fp32, minmax,
 fixed, mse, lbt) an eager step and a torch.compile'd step (the model is compiled, as train.py does; loss,
@@ -12,14 +12,21 @@ Memory is what one step holds above its starting level: on CUDA the peak (torch.
 CPU, where no resettable peak counter exists in-process, the live heap (glibc mallinfo2) at the end of the forward,
 when all activations saved for backward are alive (see MemoryProbe).
 
+Models (--models): CIFAR ResNet-20 (32x32, batch 128), timm ResNet-18 (112x112, batch 32), timm ViT-Ti/16
+(224x224, batch 32). --kernel int8|exact runs the quantized rows on integer codes (docs/methods.md §1.9);
+--split adds, per row, one profiled eager step split into GEMM (int8 _int_mm and fp32 matmul/conv kernels),
+im2col (quant.im2col), quantize (the integer path's quantizers, quant.integer's record_function spans) and rest.
+
     python scripts/bench_step.py                          # CPU, 2 threads, prints a Markdown table
     python scripts/bench_step.py --device cuda --out results/bench/cuda.md
+    python scripts/bench_step.py --models resnet20,resnet18,vit_tiny --bits 8,4 --policies lbt --kernel int8 --split
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import datetime
+import os
 import platform
 import shlex
 import statistics
@@ -30,11 +37,19 @@ import torch
 import torch._inductor.config
 
 import train
-from quant import quantize_, warmup_grad_intervals
+from quant import kernel_choices, quantize_, warmup_grad_intervals
 from runtime.cli import config_choices
 from scripts.bench_common import compose_config, emit_report, sync
 
 POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
+MODELS = {  # name: (config overrides, input shape per sample, default batch size, title)
+    "resnet20": (["model=resnet20"], (3, 32, 32), 128, "CIFAR ResNet-20"),
+    "resnet18": (["model=resnet18"], (3, 112, 112), 32, "timm ResNet-18"),
+    "vit_tiny": (["model=timm", "model.name=vit_tiny_patch16_224"], (3, 224, 224), 32, "timm ViT-Ti/16"),
+}
+GEMM_OPS = ("aten::_int_mm", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+            "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -79,25 +94,27 @@ class MemoryProbe:
         return self.mib
 
 
-def row_config(name: str, bits: int):
+def row_config(name: str, bits: int, model: str = "resnet20", kernel: str = "fake"):
     """The trainer's own config for one row: FP32, or W/A/G = bits with the named gradient policy."""
-    return compose_config(["model=resnet20", *(["quant=fp32"] if name == "fp32" else [f"bits={bits}",
-                                                                                   f"quant/grad={name}"])])
+    quant = ["quant=fp32"] if name == "fp32" else [f"bits={bits}", f"quant/grad={name}", f"quant.kernel={kernel}"]
+    return compose_config([*MODELS[model][0], *quant])
 
 
 class Config:
     """One model built and stepped by the trainer's pieces (train.build_optimizers, train.train_step): the same
     parameter split, fused optimizers, interval Adam, LR schedulers and non-finite check as a training run."""
 
-    def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool) -> None:
-        self.name = name
-        cfg = row_config(name, bits)
+    def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool,
+                 model: str = "resnet20", kernel: str = "fake") -> None:
+        self.name, self.bits = name, bits
+        cfg = row_config(name, bits, model, kernel)
         torch.manual_seed(0)
         self.task = train.build(cfg.task)
         self.model = train.build(cfg.model, num_classes=10, in_channels=3)
         spec = train.build_quant_spec(cfg)
         if not spec.is_full_precision:
             quantize_(self.model, spec)
+        self.choices = kernel_choices(self.model)
         self.model.to(device).train()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -118,53 +135,52 @@ class Config:
             hook.remove()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--bits", type=int, default=4, help="W = A = G bits")
-    parser.add_argument("--policies", default="minmax,fixed,mse,lbt")
-    parser.add_argument("--modes", default="eager,compile")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant after compilation")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
-    parser.add_argument("--no-channels-last", action="store_true", help="NCHW instead of train.py's channels_last")
-    parser.add_argument("--no-compile-cache", action="store_true",
-                        help="disable Inductor's on-disk caches, so the compile column shows a cold compile")
-    parser.add_argument("--out", default=None, help="also write the Markdown report here")
-    args = parser.parse_args()
+def time_split(config: Config) -> dict[str, float]:
+    """ms of one profiled eager step: total (wall) and its GEMM, im2col, quantize and rest parts."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        config.step(False)
+        total = time.perf_counter() - t0
+    parts = {"gemm": 0.0, "im2col": 0.0, "quantize": 0.0}
+    for event in prof.key_averages():
+        if event.key in GEMM_OPS:
+            parts["gemm"] += event.self_cpu_time_total
+        elif event.key == "int8.im2col":
+            parts["im2col"] += event.cpu_time_total
+        elif event.key == "quant.quantize":
+            parts["quantize"] += event.cpu_time_total
+    split = {"total": 1e3 * total, **{k: v / 1e3 for k, v in parts.items()}}
+    split["rest"] = split["total"] - sum(split[k] for k in parts)
+    return split
 
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    if args.no_compile_cache:
-        torch._inductor.config.force_disable_caches = True
-    torch.manual_seed(0)
+
+def bench_model(model: str, args, device: torch.device, started: float) -> list[str]:
+    """Build every row of one model, time them interleaved, return the Markdown section."""
+    _, shape, default_batch, title = MODELS[model]
+    batch_size = args.batch_size or default_batch
     channels_last = not args.no_channels_last
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)  # (B, 3, 32, 32)
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, *shape, device=device)  # (B, 3, H, W)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
-    modes = [m for m in args.modes.split(",") if m]
-    names = ["fp32"] + [p for p in args.policies.split(",") if p]
-    unknown = [n for n in names[1:] if n not in POLICIES] + [m for m in modes if m not in ("eager", "compile")]
-    if unknown:
-        raise SystemExit(f"unknown policy/mode {unknown}: use policies from {sorted(POLICIES)}, modes eager,compile")
-
-    started = time.perf_counter()
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    modes = args.modes
+    rows = [("fp32", 32)] + [(p, b) for b in args.bits for p in args.policies]
     configs, compile_s = [], {}
-    for name in names:
-        config = Config(name, args.bits, device, (x, y), channels_last)
+    for name, bits in rows:
+        config = Config(name, bits, device, (x, y), channels_last, model, args.kernel)
         for mode in modes:
             t0 = time.perf_counter()
             for _ in range(args.warmup + (1 if mode == "compile" else 0)):  # the first compiled call compiles
                 config.step(mode == "compile")
             sync(device)
-            compile_s[name, mode] = time.perf_counter() - t0
+            compile_s[config, mode] = time.perf_counter() - t0
         configs.append(config)
-        print(f"[{time.perf_counter() - started:6.0f}s] ready: {name}", file=sys.stderr, flush=True)
+        print(f"[{time.perf_counter() - started:6.0f}s] ready: {model} {name} {bits} bits", file=sys.stderr,
+              flush=True)
 
-    times = {(c.name, m): [] for c in configs for m in modes}
+    times = {(c, m): [] for c in configs for m in modes}
     peaks = {key: 0.0 for key in times}
     for _ in range(args.rounds):
         for config in configs:
@@ -174,38 +190,106 @@ def main() -> None:
                     t0 = time.perf_counter()
                     config.step(mode == "compile")
                     sync(device)
-                    times[config.name, mode].append(time.perf_counter() - t0)
+                    times[config, mode].append(time.perf_counter() - t0)
     probe = MemoryProbe(device)  # measured apart from the timed steps, so reading it costs them nothing
     for config in configs:
         for mode in modes:
             probe.start()
             config.step(mode == "compile", probe)
-            peaks[config.name, mode] = probe.stop()
+            peaks[config, mode] = probe.stop()
+    splits = {c: time_split(c) for c in configs} if args.split and device.type == "cpu" else {}
 
     median_ms = {key: 1e3 * statistics.median(v) for key, v in times.items()}
-    label = f"W{args.bits}A{args.bits}G{args.bits}"
-    lines = [f"# Training-step time: CIFAR ResNet-20, batch {args.batch_size}, {device.type}", "",
+    fp32 = configs[0]
+    best_fp32 = min(median_ms[fp32, m] for m in modes)
+    quantized = [c for c in configs if c.name != "fp32"]
+    counts = ""
+    if quantized:
+        kinds = list(quantized[0].choices.values())
+        counts = (f"quant.kernel={args.kernel}: {kinds.count('int8')} layers int8, {kinds.count('exact')} exact, "
+                  f"{kinds.count('fake')} fake (kernel_choices); first/last layers stay FP32.")
+    lines = [f"### {title}, batch {batch_size}, {shape[1]}x{shape[2]}", "", counts, "",
+             "| config | mode | ms/step | ratio to FP32 (same mode) | ratio to best FP32 | memory (MiB) "
+             "| first steps incl. compile (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+    for config in configs:
+        for mode in modes:
+            key = (config, mode)
+            shown = "FP32" if config.name == "fp32" else f"W{config.bits}A{config.bits}G{config.bits} {config.name}"
+            lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
+                         f"| {median_ms[key] / best_fp32:.2f}x | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
+    if splits:
+        lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm` and fp32 matmul/conv kernels, "
+                  "im2col: quant.im2col, quantize: the integer path's quantizers; rest: everything else, "
+                  "profiler overhead included):", "",
+                  "| config | step | GEMM | im2col | quantize | rest |", "|---|---:|---:|---:|---:|---:|"]
+        for config, sp in splits.items():
+            shown = "FP32" if config.name == "fp32" else f"W{config.bits}A{config.bits}G{config.bits} {config.name}"
+            lines.append(f"| {shown} | {sp['total']:.0f} | {sp['gemm']:.0f} | {sp['im2col']:.0f} "
+                         f"| {sp['quantize']:.0f} | {sp['rest']:.0f} |")
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--models", default="resnet20", help=f"comma-separated, from {sorted(MODELS)}")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 for resnet20, 32 otherwise")
+    parser.add_argument("--bits", default="4", help="W = A = G bits, comma-separated for several")
+    parser.add_argument("--policies", default="minmax,fixed,mse,lbt")
+    parser.add_argument("--kernel", default="fake", choices=("fake", "exact", "int8"),
+                        help="quant.kernel of the quantized rows (docs/methods.md §1.9)")
+    parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant after compilation")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
+    parser.add_argument("--split", action="store_true", help="add a profiled step's GEMM/im2col/quantize split")
+    parser.add_argument("--no-channels-last", action="store_true", help="NCHW instead of train.py's channels_last")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="disable Inductor's on-disk caches, so the compile column shows a cold compile")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. the machine's load")
+    parser.add_argument("--out", default=None, help="also write the Markdown report here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    if args.no_compile_cache:
+        torch._inductor.config.force_disable_caches = True
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.policies = [p for p in args.policies.split(",") if p]
+    args.bits = [int(b) for b in str(args.bits).split(",") if b]
+    models = [m for m in args.models.split(",") if m]
+    unknown = ([n for n in args.policies if n not in POLICIES] + [m for m in args.modes if m not in ("eager", "compile")]
+               + [m for m in models if m not in MODELS])
+    if unknown:
+        raise SystemExit(f"unknown policy/mode/model {unknown}: use policies from {sorted(POLICIES)}, modes "
+                         f"eager,compile, models from {sorted(MODELS)}")
+
+    started = time.perf_counter()
+    load = os.getloadavg()
+    lines = [f"# Training-step time, {device.type}", "",
              f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
-             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}"
-             + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+             + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+             + f", load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores",
              f"- median of {args.rounds * args.steps} steps per row ({args.rounds} interleaved rounds), "
-             f"after {args.warmup} warm-up steps; channels_last={channels_last}; "
+             f"after {args.warmup} warm-up steps; channels_last={not args.no_channels_last}; "
              f"Inductor caches {'off (cold compiles)' if args.no_compile_cache else 'on'}",
-             "- ratio: to FP32 in the same mode (eager to eager FP32, compiled to compiled FP32)",
+             "- ratio: to FP32 in the same mode (eager to eager FP32, compiled to compiled FP32), and to the faster "
+             "of FP32 eager and compiled",
              "- memory: MiB a step holds above its starting level ("
              + ("CUDA peak, max_memory_allocated" if device.type == "cuda"
                 else "CPU live heap at the end of the forward, glibc mallinfo2: the activations saved for backward")
-             + ")", "",
-             "| config | mode | ms/step | ratio to FP32 | memory (MiB) | first steps incl. compile (s) |",
-             "|---|---|---:|---:|---:|---:|"]
-    for config in configs:
-        for mode in modes:
-            key = (config.name, mode)
-            shown = "FP32" if config.name == "fp32" else f"{label} {config.name}"
-            lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms['fp32', mode]:.2f}x "
-                         f"| {peaks[key]:.0f} | {compile_s[key]:.0f} |")
-    lines += ["", f"Total benchmark time: {time.perf_counter() - started:.0f} s."]
+             + ")"]
+    if args.note:
+        lines.append(f"- {args.note}")
+    lines.append("")
+    for model in models:
+        lines += bench_model(model, args, device, started)
+    load = os.getloadavg()
+    lines += [f"Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; total benchmark time: "
+              f"{time.perf_counter() - started:.0f} s."]
     emit_report("\n".join(lines) + "\n", args.out)
 
 
