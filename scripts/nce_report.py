@@ -80,7 +80,8 @@ def widths_figure(root: Path, search: str, path: Path) -> Path:
     bars.bar([i - 0.4 + 0.8 / n / 2 for i in x], original, width=0.8 / n, label="original", color="0.6")
     for k, (run, nce) in enumerate(found, start=1):
         bars.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in x], nce["widths"], width=0.8 / n,
-                 label=f"found (seed {run.seed}): {nce['macs'] / nce['original_macs']:.2f}x MACs")
+                 label=f"found (budget_mode={read_summary(run.path)['config']['search'].get('budget_mode', 'at_most')}, "
+                       f"seed {run.seed}): {nce['macs'] / nce['original_macs']:.2f}x MACs")
     bars.set_xticks(list(x), [layer.replace(".conv1", "") for layer in layers], rotation=45, ha="right")
     bars.set_ylabel("inner width (channels)")
     bars.set_title("NCE: width per block, original vs found")
