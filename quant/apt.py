@@ -64,8 +64,9 @@ class AptPolicy:
     is always measured with round-to-nearest, the format's own resolution (a stochastic round keeps
     mean|g| on average, so it would never report a loss). check_every: after the dense phase diff_bit is measured,
     and a due check held, only on every `check_every`-th training step (quant.apt_layers.set_precision_step): a
-    layer whose countdown ran out is checked at the next such step, so intervals round up to multiples of it;
-    1 measures every step, as the method states it (docs/methods.md §4.2).
+    layer whose countdown ran out is checked at the next such step, so intervals round up to multiples of it.
+    1 (default) measures every step, as the method states it; larger values are a cost option (docs/methods.md
+    §4.2: it saves time in eager mode, not measurably under torch.compile on CPU).
     """
 
     candidates: tuple[int, ...] = (8, 16, 24)
@@ -77,7 +78,7 @@ class AptPolicy:
     shift_momentum: float = 0.9
     dense_fraction: float = 0.01
     stochastic_grad: bool = True
-    check_every: int = 4
+    check_every: int = 1
 
     def __post_init__(self) -> None:
         cands = self.candidates

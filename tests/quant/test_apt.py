@@ -89,10 +89,13 @@ class _Cadence:
         return self.q(x)
 
 
+EVERY_4 = AptPolicy(check_every=4)
+
+
 @pytest.mark.parametrize("cadence", [False, True])
 def test_a_stationary_layer_keeps_its_bits(cadence):
     torch.manual_seed(0)
-    q = _layer_quantizer()
+    q = _layer_quantizer(EVERY_4 if cadence else POLICY)
     step = _Cadence(q, cadence)
     for _ in range(300):
         step(torch.randn(4096))
@@ -105,7 +108,7 @@ def test_a_layer_whose_distribution_shifts_sharply_is_promoted(cadence):
     """Gaussian, then the same with a few huge outliers: the power-of-two scale follows max|x|, most values
     round to zero at 8 bits, diff_bit jumps, and the next check (brought forward by the shift change) promotes."""
     torch.manual_seed(0)
-    q = _layer_quantizer()
+    q = _layer_quantizer(EVERY_4 if cadence else POLICY)
     step = _Cadence(q, cadence)
     for _ in range(100):
         step(torch.randn(4096))
@@ -175,7 +178,16 @@ def test_stats_report_bits_per_role_and_the_cost():
     assert stats["apt/cost"] == pytest.approx(3 * 8 * 8 / (3 * 32 * 32))  # everything still at 8 bits
 
 
-def test_bit_changes_do_not_recompile():
+@pytest.fixture
+def fresh_dynamo():
+    """Compiled-frame caches are per code object (nn.Sequential.forward here), shared by every test in the
+    process: start and leave them empty, so these graphs count alone and do not use up other tests' recompiles."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_bit_changes_do_not_recompile(fresh_dynamo):
     from torch._dynamo.testing import CompileCounter
 
     model = small_model()
@@ -214,15 +226,20 @@ def test_spec_rejects_starting_bits_outside_the_candidates():
 
 # -- check steps (AptPolicy.check_every, set_precision_step): diff_bit only where a check may happen -------------
 
-def test_check_steps_are_the_dense_phase_then_every_check_every_th_step():
-    model = small_model()  # 20 steps per epoch, 3 epochs: a dense phase of ceil(0.6) = 1 step
+def checking_flags(model, steps):
     seen = []
-    for step in range(13):
+    for step in range(steps):
         set_precision_step(model, step)
         flags = {q.checking for q in model.modules() if isinstance(q, AptQuantizer)}
         assert len(flags) == 1
         seen.append(flags.pop())
-    assert [i for i, c in enumerate(seen) if c] == [0, 4, 8, 12]
+    return [i for i, c in enumerate(seen) if c]
+
+
+def test_check_steps_are_the_dense_phase_then_every_check_every_th_step():
+    # 20 steps per epoch, 3 epochs: a dense phase of ceil(0.6) = 1 step
+    assert checking_flags(small_model(EVERY_4), 13) == [0, 4, 8, 12]
+    assert checking_flags(small_model(), 5) == [0, 1, 2, 3, 4]  # the default measures every step
     assert [i for i in range(8) if is_check_step(i, dense_steps=3, check_every=4)] == [0, 1, 2, 4]
     with pytest.raises(ValueError, match="check_every"):
         AptPolicy(check_every=0)
@@ -329,10 +346,10 @@ def test_deferred_updates_on_a_check_cadence_match_the_immediate_ones():
     assert all(v.item() == 9 for k, v in a.items() if k.endswith(".updates"))
 
 
-def test_check_and_plain_steps_compile_two_graphs_and_bit_changes_none():
+def test_check_and_plain_steps_compile_two_graphs_and_bit_changes_none(fresh_dynamo):
     from torch._dynamo.testing import CompileCounter
 
-    model = small_model()
+    model = small_model(EVERY_4)
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter, fullgraph=True)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
