@@ -28,7 +28,7 @@ from tqdm import tqdm
 from optim.trs import drain_transition_stats
 from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_grad_stats, kernel_choices,
                    quant_parameters, quantize_, set_deferred_updates, set_precision_schedule, set_recording,
-                   sync_quant_state, warmup_grad_intervals)
+                   set_precision_step, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
@@ -315,6 +315,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                            disable=not (run.progress and dist.is_main), leave=False)
                 for batch_index, batch in enumerate(bar, start=first_batch + 1):
                     logging_step = (step + 1) % run.log_every == 0 or step == 0
+                    set_precision_step(model, step)  # APT: does this step measure diff_bit (docs/methods.md §4.2)
                     if logging_step and quantized:
                         set_recording(model, True)
                     batch = task.to_device(batch, device)

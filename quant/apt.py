@@ -10,6 +10,9 @@ Bit-widths are float tensors, not python ints: a promotion changes a buffer, nev
     statistic  diff_bit = log2(|mean|x| - mean|x_hat|| / mean|x| + 1)
     promotion  at a check: n <- next candidate above n   if diff_bit > threshold
     re-check   I = clamp(round(beta / diff - gamma), 1, max_interval),  diff = max(a |s - m_s|, d diff_bit^2)
+
+diff_bit is measured only on check steps (AptPolicy.check_every): on the other steps the controller gets no
+measurement (diff None, or NaN from a deferred pending row) and only counts down and moves the shift's EMA.
 """
 from __future__ import annotations
 
@@ -59,7 +62,11 @@ class AptPolicy:
     (quant.apt_layers.set_precision_schedule sets both from the run's length). stochastic_grad: gradients are
     rounded stochastically (unbiased, as in the rest of the project) or to nearest (as in the paper); diff_bit
     is always measured with round-to-nearest, the format's own resolution (a stochastic round keeps
-    mean|g| on average, so it would never report a loss).
+    mean|g| on average, so it would never report a loss). check_every: after the dense phase diff_bit is measured,
+    and a due check held, only on every `check_every`-th training step (quant.apt_layers.set_precision_step): a
+    layer whose countdown ran out is checked at the next such step, so intervals round up to multiples of it.
+    1 (default) measures every step, as the method states it; larger values are a cost option (docs/methods.md
+    §4.2: it saves time in eager mode, not measurably under torch.compile on CPU).
     """
 
     candidates: tuple[int, ...] = (8, 16, 24)
@@ -71,6 +78,7 @@ class AptPolicy:
     shift_momentum: float = 0.9
     dense_fraction: float = 0.01
     stochastic_grad: bool = True
+    check_every: int = 1
 
     def __post_init__(self) -> None:
         cands = self.candidates
@@ -88,6 +96,8 @@ class AptPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"quant.precision.{name}={value!r} is invalid: use a number in [0, 1)")
+        if type(self.check_every) is not int or self.check_every < 1:
+            raise ValueError(f"quant.precision.check_every={self.check_every!r} is invalid: use an integer >= 1")
         if not isinstance(self.stochastic_grad, bool):
             raise ValueError(f"quant.precision.stochastic_grad={self.stochastic_grad!r} is invalid: use true or false")
 
@@ -104,7 +114,7 @@ class ControllerState(NamedTuple):
     bits: Tensor      # current bit-width n (a candidate)
     shift_ema: Tensor  # m_s, EMA of the shift
     interval: Tensor   # I chosen at the last check
-    countdown: Tensor  # steps until the next check; a check is due when <= 1
+    countdown: Tensor  # steps until the next check; a check is due when <= 1 (below 1: overdue, see check_every)
     updates: Tensor    # controller updates so far (the dense phase counts them)
     diff_bit: Tensor   # the last measured diff_bit (logged)
 
@@ -123,21 +133,30 @@ def recheck_interval(shift: Tensor, shift_ema: Tensor, diff: Tensor, policy: Apt
     return torch.round(policy.beta / change - policy.gamma).clamp(1, max_interval)
 
 
-def controller_step(state: ControllerState, shift: Tensor, diff: Tensor, valid: Tensor, policy: AptPolicy, *,
+def controller_step(state: ControllerState, shift: Tensor, diff: Tensor | None, valid: Tensor, policy: AptPolicy, *,
                     dense_steps: int, max_interval: int) -> ControllerState:
     """The state after one step that measured `shift` and `diff` (where `valid`; elsewhere nothing changes).
 
     A check is due when the countdown has run out or during the dense phase (the first `dense_steps` updates).
     At a check: promote if diff_bit exceeds the threshold, pick the next interval, restart the countdown.
     The shift's EMA moves every step, from the shift itself on the first one.
+    `diff` None (this step measured no diff_bit, AptPolicy.check_every) or NaN (where a deferred pending row
+    carries no measurement): no check happens, whatever is due stays due (the countdown keeps counting down),
+    and the last diff_bit is kept; the EMA and the update count move as on any step.
     """
-    due = (state.countdown <= 1) | (state.updates < dense_steps)
     shift_ema = torch.where(state.updates == 0, shift, state.shift_ema)
+    m = policy.shift_momentum
+    ema = m * shift_ema + (1 - m) * shift
+    if diff is None:
+        new = ControllerState(bits=state.bits, shift_ema=ema, interval=state.interval,
+                              countdown=state.countdown - 1, updates=state.updates + 1, diff_bit=state.diff_bit)
+        return ControllerState(*(torch.where(valid, n, o) for n, o in zip(new, state)))
+    measured = ~torch.isnan(diff)
+    due = ((state.countdown <= 1) | (state.updates < dense_steps)) & measured
     interval = recheck_interval(shift, shift_ema, diff, policy, max_interval)
     bits = torch.where(due & (diff > policy.threshold), next_candidate(state.bits, policy.candidates), state.bits)
-    m = policy.shift_momentum
-    new = ControllerState(bits=bits, shift_ema=m * shift_ema + (1 - m) * shift,
+    new = ControllerState(bits=bits, shift_ema=ema,
                           interval=torch.where(due, interval, state.interval),
                           countdown=torch.where(due, interval, state.countdown - 1), updates=state.updates + 1,
-                          diff_bit=diff)
+                          diff_bit=torch.where(measured, diff, state.diff_bit))
     return ControllerState(*(torch.where(valid, n, o) for n, o in zip(new, state)))

@@ -15,6 +15,14 @@ mask and torch.where, never a python branch on data. Deferred mode (DDP, docs/me
 quantizer adds [valid, shift, diff_bit] to `pending` instead, and quant.apply_deferred_updates reduces every
 quantizer's row over the ranks in the same packed all-reduce as the gradient quantizers' and steps the controller
 on the rank means. A tensor whose max|x| is 0 or not finite passes through unquantized and moves no state.
+
+Check steps: diff_bit (two means over the tensor) and, for G, the round-to-nearest it is measured against are
+only computed on steps where a check may happen. `checking` is a python flag, like quant.set_recording's, so a
+compiled model has two graph variants (check step, plain step) and no data-dependent branch or host sync; the
+trainer sets it once per step with `set_precision_step(model, step)` from the host step count: every step during
+the dense phase, then every `policy.check_every`-th step. On a plain step the quantizer only rounds (G: once,
+stochastically by default) and the controller counts down and moves the shift's EMA; a layer whose check fell
+due waits for the next check step (docs/methods.md §4.2). Never set, `checking` stays True: every step measures.
 """
 from __future__ import annotations
 
@@ -42,12 +50,15 @@ def _shift(x: Tensor, bits: Tensor) -> tuple[Tensor, Tensor]:
     return apt_shift(torch.where(valid, x_max, 1.0), bits), valid
 
 
-def _observe(state: ControllerState, pending: Tensor, shift: Tensor, diff: Tensor, valid: Tensor,
+def _observe(state: ControllerState, pending: Tensor, shift: Tensor, diff: Tensor | None, valid: Tensor,
              policy: AptPolicy, deferred: bool, dense_steps: int, max_interval: int) -> None:
-    """Step the controller in place, or (deferred) leave this rank's measurement in `pending`."""
+    """Step the controller in place, or (deferred) leave this rank's measurement in `pending`; `diff` None: this
+    step measured no diff_bit (a plain step; deferred: NaN in its slot, which controller_step reads as none)."""
     if deferred:
-        zero = torch.zeros_like(diff)
-        pending.add_(torch.stack([valid.to(zero.dtype), torch.where(valid, shift, zero), torch.where(valid, diff, zero)]))
+        zero = torch.zeros_like(shift)
+        measured = torch.full_like(shift, math.nan) if diff is None else diff
+        pending.add_(torch.stack([valid.to(zero.dtype), torch.where(valid, shift, zero),
+                                  torch.where(valid, measured, zero)]))
         return
     new = controller_step(state, shift, diff, valid, policy, dense_steps=dense_steps, max_interval=max_interval)
     for buffer, value in zip(state, new):
@@ -76,9 +87,9 @@ class _QuantizeGradientApt(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, pending: Tensor, bits: Tensor, shift_ema: Tensor, interval: Tensor,
                 countdown: Tensor, updates: Tensor, last_diff: Tensor, policy: AptPolicy, deferred: bool,
-                dense_steps: int, max_interval: int) -> Tensor:
+                dense_steps: int, max_interval: int, checking: bool) -> Tensor:
         ctx.state = ControllerState(bits, shift_ema, interval, countdown, updates, last_diff)
-        ctx.pending, ctx.policy, ctx.deferred = pending, policy, deferred
+        ctx.pending, ctx.policy, ctx.deferred, ctx.checking = pending, policy, deferred, checking
         ctx.dense_steps, ctx.max_interval = dense_steps, max_interval
         return y.clone()  # not a view: an in-place op after the layer must stay legal (see quant.gradient)
 
@@ -87,20 +98,23 @@ class _QuantizeGradientApt(torch.autograd.Function):
         g = g_out.float()  # float32 grid arithmetic under bf16 autocast
         bits = ctx.state.bits
         shift, valid = _shift(g, bits)
-        nearest = quantize_apt(g, shift, bits)  # diff_bit's reference, whatever the rounding (quant.apt.AptPolicy)
-        g_hat = quantize_apt(g, shift, bits, stochastic=True) if ctx.policy.stochastic_grad else nearest
+        stochastic = ctx.policy.stochastic_grad
+        g_hat = quantize_apt(g, shift, bits, stochastic=stochastic)
+        diff = None
+        if ctx.checking:  # diff_bit's reference is round-to-nearest, whatever the rounding (quant.apt.AptPolicy)
+            diff = diff_bit(g, quantize_apt(g, shift, bits) if stochastic else g_hat)
         g_hat = torch.where(valid, g_hat, g)
-        diff = diff_bit(g, nearest)
         _observe(ctx.state, ctx.pending, shift, diff, valid, ctx.policy, ctx.deferred, ctx.dense_steps,
                  ctx.max_interval)
-        return (g_hat.to(g_out.dtype),) + (None,) * 11
+        return (g_hat.to(g_out.dtype),) + (None,) * 12
 
 
 class AptQuantizer(OptionalStateMixin, nn.Module):
     """W or A quantizer with an adaptive bit-width; state in buffers (quant.apt.ControllerState's fields).
 
     `deferred` (quant.set_deferred_updates), `dense_steps` and `max_interval` (set_precision_schedule) are python
-    attributes: torch.compile specialises on them, and they are set once per run. `pending` is a plain tensor,
+    attributes: torch.compile specialises on them, and they are set once per run. `checking`
+    (set_precision_step) is a python flag too, with two values: two graph variants. `pending` is a plain tensor,
     not a buffer, for the reason given in quant.gradient.GradQuantizer (DDP's broadcast_buffers).
     """
 
@@ -112,6 +126,7 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
             self.register_buffer(name, torch.zeros((), device=device))
         self.deferred = False
         self.dense_steps, self.max_interval = 0, DEFAULT_MAX_INTERVAL
+        self.checking = True
         self.pending = torch.zeros(len(PENDING_NAMES), device=device)
 
     def _apply(self, fn, recurse=True):
@@ -128,7 +143,7 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
         x_hat = _StraightThrough.apply(x, shift, self.bits, valid)
         if self.training:
             with torch.no_grad():
-                diff = diff_bit(x.detach().float(), x_hat.detach().float())
+                diff = diff_bit(x.detach().float(), x_hat.detach().float()) if self.checking else None
                 _observe(self.controller_state(), self.pending, shift, diff, valid, self.policy, self.deferred,
                          self.dense_steps, self.max_interval)
         return x_hat
@@ -149,7 +164,7 @@ class AptGradQuantizer(AptQuantizer):
         if not (torch.is_grad_enabled() and y.requires_grad):
             return y
         return _QuantizeGradientApt.apply(y, self.pending, *self.controller_state(), self.policy, self.deferred,
-                                          self.dense_steps, self.max_interval)
+                                          self.dense_steps, self.max_interval, self.checking)
 
 
 def named_apt_quantizers(model: nn.Module) -> list[tuple[str, AptQuantizer]]:
@@ -164,3 +179,17 @@ def set_precision_schedule(model: nn.Module, *, steps_per_epoch: int, epochs: in
     for _, q in named_apt_quantizers(model):
         q.dense_steps = math.ceil(q.policy.dense_fraction * steps_per_epoch * epochs)
         q.max_interval = max(1, steps_per_epoch)
+
+
+def is_check_step(step: int, *, dense_steps: int, check_every: int) -> bool:
+    """Whether training step `step` (0-based, the host's count) measures diff_bit: every step of the dense phase,
+    then every `check_every`-th step."""
+    return step < dense_steps or step % check_every == 0
+
+
+def set_precision_step(model: nn.Module, step: int) -> None:
+    """Before the forward of training step `step` (0-based; a resumed run passes its restored count): tell every
+    APT quantizer whether this step measures diff_bit (a check step) or only quantizes (see the module notes).
+    Python flags only, no host sync; a compiled model sees two values of them. No-op without APT."""
+    for _, q in named_apt_quantizers(model):
+        q.checking = is_check_step(step, dense_steps=q.dense_steps, check_every=q.policy.check_every)
