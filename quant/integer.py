@@ -44,8 +44,9 @@ from quant.primitives import grid_index, unsigned_levels
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 (im2col) run int8 from this many input and output channels.
-INT8_MIN_CONV_CHANNELS = 16
+# Convolutions with a kernel larger than 1x1 (im2col) run int8 from this many input and output channels: on a quiet
+# machine int8/exact is 1.09-1.27 at 16-32 channels and 0.55-1.00 from 64 (results/bench/int8_layers_cpu_quiet.md).
+INT8_MIN_CONV_CHANNELS = 64
 
 
 @dataclass(frozen=True)
