@@ -65,7 +65,7 @@ def table(root: Path, name: str, example: torch.Tensor, num_classes: int) -> tup
     return "\n".join(lines + [""] + widths) + "\n", rows
 
 
-def widths_figure(root: Path, search: str, path: Path) -> Path:
+def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_classes: int) -> Path:
     runs = [r for r in load_runs(root, name=search) if r.status == "finished"]
     found = [(r, read_summary(r.path)["nce"]) for r in runs]
     if not found:
@@ -76,7 +76,7 @@ def widths_figure(root: Path, search: str, path: Path) -> Path:
     n = len(found) + 1
     history = read_metrics(found[0][0].path)
     config = read_summary(found[0][0].path)["config"]["model"]  # the searched network, before the search widened it
-    original = current_widths(instantiate(config, num_classes=10, in_channels=1))
+    original = current_widths(instantiate(config, num_classes=num_classes, in_channels=in_channels))
     bars.bar([i - 0.4 + 0.8 / n / 2 for i in x], original, width=0.8 / n, label="original", color="0.6")
     for k, (run, nce) in enumerate(found, start=1):
         bars.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in x], nce["widths"], width=0.8 / n,
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     try:
         markdown, rows = table(root, args.name, torch.zeros(1, *shape), args.classes)
-        figure = widths_figure(root, args.search, root / args.name / "nce_widths.png")
+        figure = widths_figure(root, args.search, root / args.name / "nce_widths.png", in_channels=shape[0],
+                               num_classes=args.classes)
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

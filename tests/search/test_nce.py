@@ -10,6 +10,7 @@ import torch.nn as nn
 from hydra import compose, initialize_config_dir
 
 import train
+from scripts import nce_report
 from data.synthetic import build as synthetic_bundle
 from models.resnet_cifar import BasicBlock, resnet20
 from models.timm_model import create as timm_create
@@ -197,6 +198,10 @@ def test_search_logs_widths_and_cost_writes_a_config_that_trains_two_steps(tmp_p
                           {"model": export_name})
     assert retrain["status"] == "finished" and retrain["steps"] == 2 and retrain["model"] == export_name
     assert retrain["config"]["model"]["widths"] == report["widths"]
+    # scripts/nce_report.py: the table's MACs column is the built network's count, and the widths figure is written
+    assert nce_report.main(["--root", str(tmp_path), "--search", "search", "--name", "retrain", "--input", "3x16x16"]) == 0
+    table = (tmp_path / "retrain" / "nce_table.md").read_text()
+    assert f"{report['macs'] / 1e6:.2f}M" in table and (tmp_path / "retrain" / "nce_widths.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("build", [lambda **kw: timm_create("resnet18", 10, 1, **kw),
