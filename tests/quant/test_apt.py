@@ -202,18 +202,28 @@ def test_bit_changes_do_not_recompile(fresh_dynamo):
     assert counter.frame_count == 1
 
 
-def test_deferred_updates_with_identical_ranks_match_the_immediate_ones():
-    """Two ranks seeing the same tensors (a fake all-reduce that doubles) give the single-process state."""
-    policy = AptPolicy(stochastic_grad=False, threshold=0.001)
+def immediate_and_deferred_buffers(policy, steps: int, *, prepare=lambda model: None, before_step=None):
+    """APT buffers of one model updating at once and of one deferring to a fake all-reduce that doubles (two
+    identical ranks), after the same `steps` batches."""
     immediate, deferred = small_model(policy), small_model(policy)
+    for model in (immediate, deferred):
+        prepare(model)
     set_deferred_updates(deferred, True)
     g = torch.Generator().manual_seed(3)
-    for _ in range(6):
+    for step in range(steps):
+        if before_step is not None:
+            before_step(immediate, step)
+            before_step(deferred, step)
         x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
         F.cross_entropy(immediate(x), y).backward()
         F.cross_entropy(deferred(x), y).backward()
         apply_deferred_updates(deferred, lambda t: t.mul_(2))
-    a, b = apt_buffers(immediate), apt_buffers(deferred)
+    return apt_buffers(immediate), apt_buffers(deferred)
+
+
+def test_deferred_updates_with_identical_ranks_match_the_immediate_ones():
+    """Two ranks seeing the same tensors (a fake all-reduce that doubles) give the single-process state."""
+    a, b = immediate_and_deferred_buffers(AptPolicy(stochastic_grad=False, threshold=0.001), 6)
     assert all(torch.allclose(v, b[k]) for k, v in a.items())
 
 
@@ -327,19 +337,10 @@ def test_the_gradient_is_rounded_alike_on_check_and_plain_steps():
 
 def test_deferred_updates_on_a_check_cadence_match_the_immediate_ones():
     policy = AptPolicy(stochastic_grad=False, threshold=0.001, check_every=3)
-    immediate, deferred = small_model(policy), small_model(policy)
-    for model in (immediate, deferred):  # intervals of at most 2 steps: checks fall due between check steps
-        set_precision_schedule(model, steps_per_epoch=2, epochs=3)
-    set_deferred_updates(deferred, True)
-    g = torch.Generator().manual_seed(3)
-    for step in range(9):
-        set_precision_step(immediate, step)
-        set_precision_step(deferred, step)
-        x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-        F.cross_entropy(immediate(x), y).backward()
-        F.cross_entropy(deferred(x), y).backward()
-        apply_deferred_updates(deferred, lambda t: t.mul_(2))
-    a, b = apt_buffers(immediate), apt_buffers(deferred)
+    # intervals of at most 2 steps: checks fall due between check steps
+    a, b = immediate_and_deferred_buffers(
+        policy, 9, prepare=lambda model: set_precision_schedule(model, steps_per_epoch=2, epochs=3),
+        before_step=set_precision_step)
     assert all(torch.allclose(v, b[k]) for k, v in a.items())
     # steps 7 and 8 were plain: every check that fell due since step 6's waits for step 9
     assert all(v.item() < 1 for k, v in a.items() if k.endswith(".countdown"))
