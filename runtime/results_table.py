@@ -107,13 +107,18 @@ def row_sort_key(row: tuple[str, str]) -> tuple:
     return (model, QUANTIZER_RANK.get(quantizer.split()[0], 5), quantizer)
 
 
+def _reference_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a paper-numbers CSV (blank and '#' comment lines skipped); [] when the file is absent."""
+    if not Path(path).is_file():
+        return []
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
 def load_reference(path: Path = REFERENCE_CSV) -> dict[tuple[str, str, str], float]:
     """The paper's ImageNet top-1 as {(paper model, paper method, bits or "fp32"): value}; {} if absent."""
-    if not Path(path).is_file():
-        return {}
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     ref: dict[tuple[str, str, str], float] = {}
-    for row in csv.DictReader(lines):
+    for row in _reference_rows(path):
         for column, value in row.items():
             if not value or column in ("model", "method"):
                 continue
@@ -124,11 +129,8 @@ def load_reference(path: Path = REFERENCE_CSV) -> dict[tuple[str, str, str], flo
 
 def load_trs_reference(path: Path = TRS_REFERENCE_CSV) -> dict[tuple[str, str, str], float]:
     """The TRS paper's ImageNet top-1 as {(paper model, paper optimizer, "W/A"): value}; {} if absent."""
-    if not Path(path).is_file():
-        return {}
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     ref: dict[tuple[str, str, str], float] = {}
-    for row in csv.DictReader(lines):
+    for row in _reference_rows(path):
         for column in set(TRS_PAPER_OPTIMIZERS.values()):
             if row.get(column):
                 ref[(row["model"], column, row["bits_wa"])] = float(row[column])
