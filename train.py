@@ -28,7 +28,7 @@ from tqdm import tqdm
 from optim.trs import drain_transition_stats
 from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_grad_stats, kernel_choices,
                    quant_parameters, quantize_, set_deferred_updates, set_precision_schedule, set_recording,
-                   set_precision_step, sync_quant_state, warmup_grad_intervals)
+                   precision_stepper, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
@@ -276,6 +276,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     if dist.enabled and not ckpt:  # each rank draws its own rounding noise (a resumed run restores its RNG)
         torch.manual_seed(cfg.seed * 1000 + dist.rank + 1)
     reduce_grad_state = dist.all_reduce_sum if quantized and dist.enabled else None
+    precision_step = precision_stepper(model)  # a no-op unless APT measures on a cadence
     guard = PreemptionGuard(every_min=run.checkpoint_every_min, dist=dist, sync_every=run.log_every if dist.enabled else 1)
     try:
         if quantized and not ckpt:  # first-batch init of the intervals and LBT's gamma warm-up; no optimizer step
@@ -315,7 +316,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
                            disable=not (run.progress and dist.is_main), leave=False)
                 for batch_index, batch in enumerate(bar, start=first_batch + 1):
                     logging_step = (step + 1) % run.log_every == 0 or step == 0
-                    set_precision_step(model, step)  # APT: does this step measure diff_bit (docs/methods.md §4.2)
+                    precision_step(step)  # APT with check_every > 1: does this step measure diff_bit (methods §4.2)
                     if logging_step and quantized:
                         set_recording(model, True)
                     batch = task.to_device(batch, device)

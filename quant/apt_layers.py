@@ -19,7 +19,7 @@ on the rank means. A tensor whose max|x| is 0 or not finite passes through unqua
 Check steps: diff_bit (two means over the tensor) and, for G, the round-to-nearest it is measured against are
 only computed on steps where a check may happen. `checking` is a python flag, like quant.set_recording's, so a
 compiled model has two graph variants (check step, plain step) and no data-dependent branch or host sync; the
-trainer sets it once per step with `set_precision_step(model, step)` from the host step count: every step during
+trainer sets it once per step with `precision_stepper(model)(step)` from the host step count: every step during
 the dense phase, then every `policy.check_every`-th step. On a plain step the quantizer only rounds (G: once,
 stochastically by default) and the controller counts down and moves the shift's EMA; a layer whose check fell
 due waits for the next check step (docs/methods.md §4.2). Never set, `checking` stays True: every step measures.
@@ -27,6 +27,7 @@ due waits for the next check step (docs/methods.md §4.2). Never set, `checking`
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -187,9 +188,22 @@ def is_check_step(step: int, *, dense_steps: int, check_every: int) -> bool:
     return step < dense_steps or step % check_every == 0
 
 
+def precision_stepper(model: nn.Module) -> Callable[[int], None]:
+    """`step_fn(step)`, to call before the forward of training step `step` (0-based; a resumed run passes its
+    restored count): tells each APT quantizer whether this step measures diff_bit (a check step) or only quantizes
+    (see the module notes). Python flags only, no host sync; a compiled model sees two values of them.
+
+    The quantizers are found once, here; only those with check_every > 1 ever change their flag, so without them
+    (no APT, or the default check_every=1) `step_fn` does nothing and the training loop walks no modules."""
+    cadenced = [q for _, q in named_apt_quantizers(model) if q.policy.check_every > 1]
+
+    def step_fn(step: int) -> None:
+        for q in cadenced:
+            q.checking = is_check_step(step, dense_steps=q.dense_steps, check_every=q.policy.check_every)
+
+    return step_fn
+
+
 def set_precision_step(model: nn.Module, step: int) -> None:
-    """Before the forward of training step `step` (0-based; a resumed run passes its restored count): tell every
-    APT quantizer whether this step measures diff_bit (a check step) or only quantizes (see the module notes).
-    Python flags only, no host sync; a compiled model sees two values of them. No-op without APT."""
-    for _, q in named_apt_quantizers(model):
-        q.checking = is_check_step(step, dense_steps=q.dense_steps, check_every=q.policy.check_every)
+    """precision_stepper(model)(step), for a single call (tests, benchmarks); the trainer keeps one stepper."""
+    precision_stepper(model)(step)

@@ -2,7 +2,7 @@
 
 Each row composes the Hydra config the way `python train.py <overrides>` does and builds the step with train.py's
 functions: `build_quant_spec`, `quantize_`, `set_precision_schedule`, `build_optimizers`, `warmup_grad_intervals`,
-`set_precision_step` and `train_step` (forward, backward, optimizer steps, LR schedules), counting steps as the
+`precision_stepper` and `train_step` (forward, backward, optimizer steps, LR schedules), counting steps as the
 trainer does, so APT's timed steps mix check steps and plain steps (docs/methods.md §4.2). Rows:
 
 - `fixed 8/8/8`: the project's fixed point, `bits=8 quant/grad=minmax` (learnable W/A intervals, min-max clip);
@@ -36,7 +36,7 @@ import torch
 import torch._dynamo
 
 import train
-from quant import quantize_, set_precision_schedule, set_precision_step, warmup_grad_intervals
+from quant import precision_stepper, quantize_, set_precision_schedule, warmup_grad_intervals
 from quant.apt_layers import named_apt_quantizers
 from scripts.bench_common import compose_config, emit_report
 
@@ -65,14 +65,16 @@ class Row:
             opt.zero_grad(set_to_none=True)
         self.step_model = torch.compile(self.model) if compiled else self.model
         self.count = 0
+        self.precision_step = precision_stepper(self.model)  # as train.py: the quantizers are found once
+        self.quantizers = [q for _, q in named_apt_quantizers(self.model)]
 
     def step(self) -> bool:
         """One training step; whether it was an APT check step."""
-        set_precision_step(self.model, self.count)
+        self.precision_step(self.count)
         self.count += 1
         train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,
                          self.params)
-        return any(q.checking for _, q in named_apt_quantizers(self.model))
+        return any(q.checking for q in self.quantizers)
 
     def check_every(self) -> int | None:
         quantizers = named_apt_quantizers(self.model)
