@@ -18,16 +18,13 @@ import statistics
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
+from hydra.utils import instantiate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from models.widths import count_cost, current_widths  # noqa: E402
-from runtime import atomic  # noqa: E402
-from runtime.results import ResultsError, load_runs, read_metrics, read_summary  # noqa: E402
+from models.widths import count_cost, current_widths
+from runtime import atomic
+from runtime.results import ResultsError, load_runs, read_metrics, read_summary
+from scripts.plot import plt, save_figure  # Agg backend, atomic PNG writes
 
 
 def model_cost(model_config: dict, example: torch.Tensor, num_classes: int) -> dict[str, int]:
@@ -94,11 +91,7 @@ def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_
     curves.set_ylabel("expected width E[C]")
     curves.set_title(f"expected width per block during the search (seed {found[0][0].seed})")
     curves.legend(fontsize=7, ncol=3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
