@@ -45,7 +45,11 @@ def wandb_records(path):
 
 
 def wandb_history(run_dir):
-    """[(folder's run id, W&B _step, trainer/step)] over every offline folder of run_dir, in start order."""
+    """[(W&B _step, trainer/step, run id)] over every offline folder of run_dir, in start order.
+
+    The id comes from the `run-<id>.wandb` file: a folder started in the same second as the last one is
+    named `offline-run-<time>-<id>-1`, so its name does not end in the id.
+    """
     rows = []
     for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
         (file,) = folder.glob("*.wandb")
@@ -53,7 +57,7 @@ def wandb_history(run_dir):
             if record.WhichOneof("record_type") == "history":
                 items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item}
-                rows.append((record.history.step.num, items[STEP_KEY], folder.name.rsplit("-", 1)[1]))
+                rows.append((record.history.step.num, items[STEP_KEY], file.stem.removeprefix("run-")))
     return rows
 
 
