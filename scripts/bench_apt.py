@@ -43,7 +43,7 @@ from scripts.bench_common import compose_config, emit_report
 ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
         "apt8": ["quant=apt", "quant.precision.candidates=[8]"],
         "apt8-24": ["quant=apt"],
-        "apt8-24, check every 4": ["quant=apt", "+quant.precision.check_every=4"]}
+        "apt8-24, check every 4": ["quant=apt", "quant.precision.check_every=4"]}
 
 
 class Row:
