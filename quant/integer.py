@@ -15,9 +15,11 @@ with s the grid steps. Codes, the step of each grid (docs/methods.md §1.2, §1.
 Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always runs in float32 on the codes
 (autocast off inside): its result equals the fp32 path up to accumulation order in every precision mode.
 
-kernel "int8" (W/A/G <= 8 bits): the ops run as int8 x int8 -> int32 `torch._int_mm`: linear layers and 1x1
-convolutions as plain GEMMs in channels-last order, other convolutions through quant.im2col (im2col of the
-padded int8 codes; dL/dX as the transposed convolution). Activation codes are stored shifted by -2^(b-1) so that
+kernel "int8" (W/A/G <= 8 bits): the ops run on int8 codes with int32 sums: linear layers and 1x1 convolutions
+as plain `torch._int_mm` GEMMs in channels-last order; other convolutions on CPU with enough output pixels
+(DIRECT_CONV_MIN_PIXELS) as oneDNN's direct int8 convolution for the forward and dL/dX (quant.direct_conv) and an
+im2col GEMM for dL/dW (the exact path's float32 op below INT8_MIN_WGRAD_CHANNELS input channels), the rest
+entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation codes are stored shifted by -2^(b-1) so that
 0..255 fits int8, padding included; the shift comes back as an exact rank-1 integer correction (zero-point trick).
 Overflow: every sum is an exact integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K
 (66,311); longer reductions are split into chunks and summed in int64. Layers where int8 does not pay (narrow
@@ -37,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from quant.direct_conv import GRAD_ZERO_POINT, direct_conv, direct_conv_input_grad
 from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
                           span)
@@ -44,15 +47,25 @@ from quant.primitives import grid_index, unsigned_levels
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 (im2col) run int8 from this many input and output channels: on a quiet
-# machine int8/exact is 1.09-1.27 at 16-32 channels and 0.55-1.00 from 64 (results/bench/int8_layers_cpu_quiet.md).
-INT8_MIN_CONV_CHANNELS = 64
+# Convolutions with a kernel larger than 1x1 run int8 from this many input and output channels: one layer's eager
+# forward + backward, int8/exact, is 0.98 at 16 channels and 0.57-0.83 from 64 with the direct lowering; through
+# im2col alone it was 1.27 at 16 (results/bench/int8_layers_cpu_direct.md, int8_layers_cpu_quiet.md).
+INT8_MIN_CONV_CHANNELS = 16
+# An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
+# convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
+# only pays over enough pixels (results/bench/int8_direct_conv.md).
+DIRECT_CONV_MIN_PIXELS = 4096
+# The weight gradient of an int8 convolution with fewer input channels runs as the exact path's float32 op on the
+# codes: at 16 channels im2col's copy and GEMM cost 1.9x oneDNN's fp32 weight gradient, at 32 the same, from 64 0.6x
+# (results/bench/int8_direct_conv.md).
+INT8_MIN_WGRAD_CHANNELS = 64
 
 
 @dataclass(frozen=True)
 class LayerOp:
-    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects _int_mm:
-    a plain GEMM for linear layers and 1x1 convolutions without padding, quant.im2col for other convolutions."""
+    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects int8 ops:
+    a plain _int_mm GEMM for linear layers and 1x1 convolutions without padding, quant.direct_conv or quant.im2col
+    for other convolutions (`im2col` is True for those, whichever lowering _direct picks)."""
 
     conv: bool
     kernel_size: tuple[int, int] = (1, 1)
@@ -132,6 +145,24 @@ def _like(t: Tensor, x: Tensor, op: LayerOp) -> Tensor:
     if op.int8 and op.conv and not x.is_contiguous(memory_format=torch.channels_last):
         return t.contiguous()
     return t
+
+
+def _direct(op: LayerOp, x: Tensor) -> bool:
+    """Whether an int8 convolution of input x runs as quant.direct_conv (oneDNN: CPU only) rather than through
+    quant.im2col (DIRECT_CONV_MIN_PIXELS); static under torch.compile, which specialises on shapes."""
+    if not op.im2col or x.device.type != "cpu":
+        return False
+    out_hw = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(x.shape[2:], op.padding, op.kernel_size, op.stride)]
+    return x.shape[0] * out_hw[0] * out_hw[1] >= DIRECT_CONV_MIN_PIXELS
+
+
+def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, cw: Tensor, zero_index: Tensor) -> Tensor:
+    """codes_a (*) codes_w as float32 through quant.direct_conv: a_index (uint8) holds the activation's grid
+    indices, code + zero_index; oneDNN pads with index 0, so the convolution of the codes subtracts
+    zero_index x (the sum of the weights each output pixel sees inside the image)."""
+    acc = direct_conv(a_index, 0, w8, op.stride, op.padding)
+    inside = F.conv2d(cw.new_ones(1, *a_index.shape[1:]), cw, None, op.stride, op.padding)  # (1, O, Ho, Wo)
+    return acc - zero_index * inside
 
 
 def _activation_int8(op: LayerOp, a: Tensor, zero: Tensor) -> Tensor:
@@ -216,6 +247,22 @@ def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None
     return g @ w, g_rows.t() @ a_rows
 
 
+def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, cw: Tensor,
+                     zero: Tensor) -> tuple[Tensor, Tensor]:
+    """_backward_op of a layer whose forward ran quant.direct_conv: dL/dX as oneDNN's int8 convolution of the
+    gradient codes, dL/dW as quant.im2col's GEMM, or from fewer than INT8_MIN_WGRAD_CHANNELS input channels as
+    the exact path's float32 op (a, cw, g: float activation, weight and gradient codes)."""
+    g_u8 = (g + GRAD_ZERO_POINT).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
+    if a.shape[1] < INT8_MIN_WGRAD_CHANNELS:
+        _, grad_w, _ = torch.ops.aten.convolution_backward(
+            g, a, cw, None, op.stride, op.padding, op.dilation, False, [0, 0], op.groups, [False, True, False])
+        return grad_a, grad_w
+    g8 = _to_int8(g.permute(0, 2, 3, 1))  # (B, Ho, Wo, O)
+    grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
+    return grad_a, grad_w
+
+
 def _interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """quant.forward._FakeQuantize.backward: straight-through in range, the learnable upper bound's gradient."""
     inside = (x >= lo) & (x <= upper)
@@ -239,16 +286,23 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
                 cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
-                a8 = _activation_int8(op, a, zero) if op.int8 else None
+                direct, zero_index = _direct(op, x), 2 ** (a_bits - 1) - zero
+                if direct:  # uint8 grid indices (B, C, H, W), channels-last
+                    a8 = (a + zero_index).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+                else:
+                    a8 = _activation_int8(op, a, zero) if op.int8 else None
                 w8 = _to_int8(cw) if op.int8 else None
-            y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
+            if direct:
+                y = _direct_forward(op, a8, w8, cw, zero_index) * (step_a * step_w)
+            else:
+                y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
                 y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
             y = _like(y, x, op)
         # int8 keeps only the int8 codes for backward (a quarter of the float codes' memory)
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
                               *((a8, w8) if op.int8 else (a, cw)))
-        ctx.op, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, a_bits, bias is not None, w.dtype
+        ctx.op, ctx.direct, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, direct, a_bits, bias is not None, w.dtype
         return y
 
     @staticmethod
@@ -258,12 +312,16 @@ class _IntegerLayer(torch.autograd.Function):
         with torch.autocast(g_out.device.type, enabled=False):
             with span("quant.quantize"):
                 g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
-            if op.int8:
-                a8, w8 = a_saved, w_saved
-                a, cw = _activation_codes(op, a8, zero, x), w8.float()
+            if ctx.direct:
+                a, cw = a_saved.float() - (2 ** (ctx.a_bits - 1) - zero), w_saved.float()
+                grad_a, grad_w = _direct_backward(op, cg, a, w_saved, cw, zero)
             else:
-                a, cw, a8, w8 = a_saved, w_saved, None, None
-            grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
+                if op.int8:
+                    a8, w8 = a_saved, w_saved
+                    a, cw = _activation_codes(op, a8, zero, x), w8.float()
+                else:
+                    a, cw, a8, w8 = a_saved, w_saved, None, None
+                grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
             grad_x_hat, grad_w_hat = grad_a * (step_g * step_w), grad_w * (step_a * step_g)
             grad_x, grad_upper = _interval_gradients(grad_x_hat, x.float(), a * step_a, -a_upper * a_signed,
                                                      a_upper)

@@ -11,6 +11,10 @@ Layers (--layers): one quantized linear / 1x1-conv / 3x3-conv layer's forward + 
 ResNet-20, ResNet-18 (112x112) and ViT-Ti, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH and
 INT8_MIN_CONV_CHANNELS (where int8 stops paying).
 
+Convolutions (--convs): the three ops of a 3x3 convolution alone, on random codes: FP32 (oneDNN), oneDNN's direct
+int8 convolution (quant.direct_conv, weights reordered on every call as in training) and im2col + int8 GEMM
+(quant.im2col): the measurement behind quant.integer.DIRECT_CONV_MIN_PIXELS and INT8_MIN_WGRAD_CHANNELS.
+
     python scripts/bench_int8.py --out results/bench/int8_cpu.md
 """
 from __future__ import annotations
@@ -135,7 +139,8 @@ def bench_layers(args, log) -> list[str]:
     saved = integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS
     integer.INT8_MIN_WIDTH = integer.INT8_MIN_CONV_CHANNELS = 1  # measure int8 on every shape, whatever the rule says
     lines = ["### One layer, forward + backward (eager), exact and int8 vs FP32 layer", "",
-             "3x3 convolutions: padding 1, int8 via quant.im2col.", "",
+             "3x3 convolutions: padding 1, int8 as quant.integer lowers it (direct from DIRECT_CONV_MIN_PIXELS "
+             "output pixels, else im2col).", "",
              "| layer | fp32 ms | fake ms | exact ms | int8 ms | int8 / exact |", "|---|---:|---:|---:|---:|---:|"]
     try:
         for label, make, shape in shapes:
@@ -162,6 +167,49 @@ def bench_layers(args, log) -> list[str]:
     return lines + [""]
 
 
+def bench_convs(args, log) -> list[str]:
+    """ms of the forward, dL/dX and dL/dW of one 3x3 convolution (padding 1): FP32 vs direct int8 vs im2col."""
+    from quant.direct_conv import direct_conv, direct_conv_input_grad
+    from quant.im2col import conv_forward, conv_input_grad, conv_weight_grad
+    shapes = [(128, 16, 32, 1), (128, 16, 32, 2), (128, 32, 16, 1), (128, 64, 8, 1), (32, 64, 28, 1),
+              (32, 128, 14, 1), (32, 128, 14, 2), (32, 256, 7, 1), (32, 512, 4, 1)]  # (B, C = O, H = W, stride)
+    lines = ["### One 3x3 convolution's ops (padding 1), FP32 vs int8 codes", "",
+             "direct: oneDNN int8 convolution incl. its weight reorder (quant.direct_conv); im2col: quant.im2col "
+             "copy + `torch._int_mm`; output pixels = B x Ho x Wo.", "",
+             "| B x C x H x W, stride | output pixels | fp32 fwd | fp32 dX | fp32 dW | direct fwd | direct dX "
+             "| im2col fwd | im2col dX | im2col dW |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    zero = torch.tensor(0.0)
+    for b, c, h, s in shapes:
+        torch.manual_seed(0)
+        ho = (h - 1) // s + 1
+        x = torch.randn(b, c, h, h).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 3, 3)
+        g = torch.randn(b, c, ho, ho).contiguous(memory_format=torch.channels_last)
+        u8 = torch.randint(0, 256, (b, c, h, h), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        a_pad = torch.randint(-128, 128, (b, h + 2, h + 2, c), dtype=torch.int8)
+        g_u8 = torch.randint(1, 256, (b, c, ho, ho), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        g8 = torch.randint(-127, 128, (b, ho, ho, c), dtype=torch.int8)
+        w8 = torch.randint(-127, 128, (c, c, 3, 3), dtype=torch.int8)
+        backward = lambda mask: torch.ops.aten.convolution_backward(  # noqa: E731
+            g, x, w, None, [s, s], [1, 1], [1, 1], False, [0, 0], 1, mask)
+        fns = {"fp32 fwd": lambda: torch.nn.functional.conv2d(x, w, None, s, 1),
+               "fp32 dX": lambda: backward([True, False, False]),
+               "fp32 dW": lambda: backward([False, True, False]),
+               "direct fwd": lambda: direct_conv(u8, 0, w8, (s, s), (1, 1)),
+               "direct dX": lambda: direct_conv_input_grad(g_u8, w8, (s, s), (1, 1), (h, h)),
+               "im2col fwd": lambda: conv_forward(a_pad, w8, (s, s), zero),
+               "im2col dX": lambda: conv_input_grad(g8, w8, (s, s), (1, 1), (h, h)),
+               "im2col dW": lambda: conv_weight_grad(a_pad, g8, (3, 3), (s, s), zero)}
+        for fn in fns.values():
+            for _ in range(args.warmup):
+                fn()
+        t = interleave(fns, args.rounds, args.steps)
+        lines.append(f"| {b}x{c}x{h}x{h}, {s} | {b * ho * ho} | "
+                     + " | ".join(f"{1e3 * t[k]:.2f}" for k in fns) + " |")
+        log(lines[-1])
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -169,7 +217,8 @@ def main() -> None:
     parser.add_argument("--models", default="vit_tiny,resnet20")
     parser.add_argument("--modes", default="eager,compile")
     parser.add_argument("--layers", action="store_true", help="also time single layers (the int8 rule)")
-    parser.add_argument("--no-steps", action="store_true", help="only the layer table")
+    parser.add_argument("--convs", action="store_true", help="also time one convolution's int8 ops (the lowering rule)")
+    parser.add_argument("--no-steps", action="store_true", help="only the layer / convolution tables")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2)
@@ -195,6 +244,8 @@ def main() -> None:
     lines.append("")
     if args.layers:
         lines += bench_layers(args, log)
+    if args.convs:
+        lines += bench_convs(args, log)
     if not args.no_steps:
         for model_name in [m for m in args.models.split(",") if m]:
             lines += bench_steps(model_name, args, log)

@@ -21,9 +21,25 @@ from quant.integer import INT32_SAFE_K, int_matmul
 
 @pytest.fixture(autouse=True)
 def int8_convs_from_16_channels(monkeypatch):
-    """The channel rule is about speed (int8 pays from 64 channels on this CPU); exactness is tested on small
-    layers, so here 3x3 convs take the int8 path from 16 channels (conv3x3-narrow, 8 in, still falls back)."""
+    """The channel rule is about speed; exactness is tested on small layers, so the rule is pinned at 16 channels
+    here whatever it is set to (conv3x3-narrow, 8 in, falls back to exact)."""
     monkeypatch.setattr(integer, "INT8_MIN_CONV_CHANNELS", 16)
+
+
+# How an int8 convolution larger than 1x1 runs (quant.integer chooses by output pixels and input channels; the
+# layers here are small, so each lowering is forced): im2col GEMMs, oneDNN's direct int8 convolution for the
+# forward and dL/dX with an int8 GEMM or the exact path's float32 op for dL/dW.
+LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12},
+             "direct": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_WGRAD_CHANNELS": 1},
+             "direct-float-wgrad": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_WGRAD_CHANNELS": 10**6}}
+
+
+@pytest.fixture(params=LOWERINGS)
+def conv_lowering(request, monkeypatch):
+    for name, value in LOWERINGS[request.param].items():
+        monkeypatch.setattr(integer, name, value)
+    return request.param
+
 
 LAYERS = {  # name: (layer, input); inputs >= 0 use the unsigned activation grid, the others the symmetric one
     "linear": (lambda: nn.Linear(96, 80), lambda: torch.randn(4, 7, 96).relu()),
@@ -80,7 +96,7 @@ def assert_all(check, a, b):
 
 
 @pytest.mark.parametrize("name", LAYERS)
-def test_int8_equals_exact_without_tolerance(name):
+def test_int8_equals_exact_without_tolerance(name, conv_lowering):
     choice, int8 = run_layer(name, "int8")
     assert choice == EXPECTED_INT8_CHOICE[name]
     _, exact = run_layer(name, "exact")
@@ -90,7 +106,7 @@ def test_int8_equals_exact_without_tolerance(name):
 
 
 @pytest.mark.parametrize("name", ["conv1x1", "conv1x1-stride2", "conv3x3", "conv3x3-stride2"])
-def test_int8_equals_exact_on_channels_last_inputs(name):
+def test_int8_equals_exact_on_channels_last_inputs(name, conv_lowering):
     int8, exact = run_layer(name, "int8", channels_last=True)[1], run_layer(name, "exact")[1]
     assert_all(torch.equal, int8[:4], exact[:4])
     assert_all(lambda u, v: torch.allclose(u, v, rtol=1e-5, atol=1e-6), int8[4:], exact[4:])
@@ -114,7 +130,8 @@ def test_exact_equals_fake_in_float32_up_to_accumulation_order(name, bits):
 class OperandRecorder(TorchDispatchMode):
     """Records the float operands of every conv / matmul the layer dispatches."""
 
-    OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.convolution.", "aten.convolution_backward", "aten._int_mm")
+    OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.convolution.", "aten.convolution_backward", "aten._int_mm",
+           "quant.direct_conv")
 
     def __init__(self):
         super().__init__()
@@ -128,7 +145,7 @@ class OperandRecorder(TorchDispatchMode):
 
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
 @pytest.mark.parametrize("name", ["linear", "conv1x1-stride2", "conv3x3"])
-def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_fp32(name, kernel):
+def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_fp32(name, kernel, conv_lowering):
     with OperandRecorder() as recorder:
         _, amp = run_layer(name, kernel, autocast=True)
     _, fp32 = run_layer(name, kernel)
@@ -136,7 +153,7 @@ def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_
     assert len(recorder.operands) >= 3  # forward, dL/dX, dL/dW (the initialising no-grad call adds one)
     for func, tensors in recorder.operands:
         for t in tensors:
-            assert t.dtype in (torch.float32, torch.int8), func  # no bf16 operand: nothing rounded off the grid
+            assert t.dtype in (torch.float32, torch.int8, torch.uint8), func  # no bf16: nothing off the grid
             t = t.float()
             assert torch.equal(t, t.round()) and t.abs().max() <= 255, func
 
@@ -171,7 +188,8 @@ def mlp():
 # int8 vs exact, which compute the same codes, agree to float32 rounding of the interval gradients.
 @pytest.mark.parametrize("make, shape, int8_layers, fake_rel", [
     (lambda: resnet20(num_classes=10), (8, 3, 32, 32), 18, 2e-2), (mlp, (8, 3, 8, 8), 2, 1e-4)])
-def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, shape, int8_layers, fake_rel):
+def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, shape, int8_layers, fake_rel,
+                                                                       conv_lowering):
     torch.manual_seed(0)
     x, y = torch.randn(shape), torch.randint(0, 10, (shape[0],))
     losses = {}
@@ -196,7 +214,7 @@ def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, sha
 
 
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
-def test_compiled_integer_layers_match_eager(kernel):
+def test_compiled_integer_layers_match_eager(kernel, conv_lowering):
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
     eager = quantized_model(lambda: nn.Sequential(  # 3x3 stride 2, 1x1 and linear "int8" (first and last stay fp)
