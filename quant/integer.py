@@ -47,10 +47,11 @@ from quant.primitives import grid_index, unsigned_levels
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 run int8 from this many input and output channels: one layer's eager
-# forward + backward, int8/exact, is 0.98 at 16 channels and 0.57-0.83 from 64 with the direct lowering; through
-# im2col alone it was 1.27 at 16 (results/bench/int8_layers_cpu_direct.md, int8_layers_cpu_quiet.md).
-INT8_MIN_CONV_CHANNELS = 16
+# Convolutions with a kernel larger than 1x1 run int8 from this many input and output channels. Alone, a layer's
+# eager forward + backward, int8/exact, is 0.93 at 16 channels, 0.85 at 32 and 0.62-1.00 from 64 with the direct
+# lowering (results/bench/int8_layers_cpu_direct.md), but in ResNet-20's compiled step int8 from 16 channels measured
+# 1.11-1.28x FP32 (median of 8 runs 1.18x), from 32 1.07-1.16x (1.10x) and from 64 1.05-1.15x (1.09x).
+INT8_MIN_CONV_CHANNELS = 64
 # An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
 # convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
 # only pays over enough pixels (results/bench/int8_direct_conv.md).

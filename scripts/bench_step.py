@@ -49,7 +49,8 @@ MODELS = {  # name: (config overrides, input shape per sample, default batch siz
 }
 GEMM_OPS = ("aten::_int_mm", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
             "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
-            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+            "onednn::qconv_pointwise", "onednn::qconv_prepack")  # quant.direct_conv: the int8 conv and its reorder
 
 
 class _MallInfo2(ctypes.Structure):
@@ -218,7 +219,7 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
             lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
                          f"| {median_ms[key] / best_fp32:.2f}x | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
     if splits:
-        lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm` and fp32 matmul/conv kernels, "
+        lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm`, oneDNN int8 conv (weight reorder included) and fp32 matmul/conv kernels, "
                   "im2col: quant.im2col, quantize: the integer path's quantizers; rest: everything else, "
                   "profiler overhead included):", "",
                   "| config | step | GEMM | im2col | quantize | rest |", "|---|---:|---:|---:|---:|---:|"]

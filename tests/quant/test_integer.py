@@ -38,7 +38,8 @@ LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12},
 def conv_lowering(request, monkeypatch):
     for name, value in LOWERINGS[request.param].items():
         monkeypatch.setattr(integer, name, value)
-    return request.param
+    yield request.param
+    torch._dynamo.reset()  # compiled graphs guard on the patched rule: do not leave them to fill the recompile limit
 
 
 LAYERS = {  # name: (layer, input); inputs >= 0 use the unsigned activation grid, the others the symmetric one
