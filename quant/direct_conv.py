@@ -2,8 +2,9 @@
 
 `torch.ops.onednn.qconv_pointwise` convolves uint8 activations (with a zero point) with int8 weights, accumulates
 in int32 and writes float32: with every scale 1.0 the output is the integer sum itself, exact below 2^24 (the
-float32 "exact" path has the same bound). No im2col: on this CPU it is 2.6-3.3x faster than the fp32 convolution
-at 16-128 channels, where im2col + `torch._int_mm` is 0.7-1.4x (results/bench/int8_direct_conv.md).
+float32 "exact" path has the same bound). No im2col: on this CPU its forward is 2.0-3.2x faster than the fp32
+convolution at 16-128 channels, where im2col + `torch._int_mm` ranges from 3.3x slower (16 channels) to 2.3x faster
+(128) (results/bench/int8_direct_conv.md).
 
 oneDNN wants its weights "prepacked" (reordered into its blocked layout) on every call, since the weights change
 every step; that reorder costs in proportion to the weight (2 ms at 256x256x3x3, 7.6 ms at 512x512x3x3), so a

@@ -49,16 +49,16 @@ from quant.primitives import grid_index, unsigned_levels
 INT8_MIN_WIDTH = 64
 # Convolutions with a kernel larger than 1x1 run int8 from this many input and output channels. Alone, a layer's
 # eager forward + backward, int8/exact, is 0.93 at 16 channels, 0.85 at 32 and 0.62-1.00 from 64 with the direct
-# lowering (results/bench/int8_layers_cpu_direct.md), but in ResNet-20's compiled step int8 from 16 channels measured
-# 1.11-1.28x FP32 (median of 8 runs 1.18x), from 32 1.07-1.16x (1.10x) and from 64 1.05-1.15x (1.09x).
+# lowering (results/bench/int8_layers_cpu_direct.md), but ResNet-20's compiled int8 step, over 5-9 runs per rule,
+# measured 1.05-1.28x FP32 from 16 channels (median 1.17x), 1.07-1.16x from 32 (1.10x), 1.05-1.19x from 64 (1.10x).
 INT8_MIN_CONV_CHANNELS = 64
 # An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
 # convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
 # only pays over enough pixels (results/bench/int8_direct_conv.md).
 DIRECT_CONV_MIN_PIXELS = 4096
 # The weight gradient of an int8 convolution with fewer input channels runs as the exact path's float32 op on the
-# codes: at 16 channels im2col's copy and GEMM cost 1.9x oneDNN's fp32 weight gradient, at 32 the same, from 64 0.6x
-# (results/bench/int8_direct_conv.md).
+# codes: at 16 channels im2col's copy and GEMM cost 1.9x oneDNN's fp32 weight gradient, at 32 the same, from 64
+# 0.35-0.6x (results/bench/int8_direct_conv.md).
 INT8_MIN_WGRAD_CHANNELS = 64
 
 
@@ -136,6 +136,12 @@ def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> t
     return k + (zero - half), step, torch.as_tensor(zero, device=x.device)
 
 
+def zero_index(bits: int, zero: Tensor) -> Tensor:
+    """The grid index of real zero (grid_codes' `zero` given): 0 on the unsigned grid, 2^(b-1) - 1 on the
+    symmetric one; code + zero_index is the index k in [0, 2^b - 1] that quant.direct_conv takes as uint8."""
+    return 2 ** (bits - 1) - zero
+
+
 def _to_int8(codes: Tensor, shift: Tensor | float = 0.0) -> Tensor:
     return (codes - shift).to(torch.int8)
 
@@ -157,13 +163,13 @@ def _direct(op: LayerOp, x: Tensor) -> bool:
     return x.shape[0] * out_hw[0] * out_hw[1] >= DIRECT_CONV_MIN_PIXELS
 
 
-def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, cw: Tensor, zero_index: Tensor) -> Tensor:
+def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, cw: Tensor, zero_idx: Tensor) -> Tensor:
     """codes_a (*) codes_w as float32 through quant.direct_conv: a_index (uint8) holds the activation's grid
-    indices, code + zero_index; oneDNN pads with index 0, so the convolution of the codes subtracts
-    zero_index x (the sum of the weights each output pixel sees inside the image)."""
+    indices, code + zero_idx; oneDNN pads with index 0, so the convolution of the codes subtracts
+    zero_idx x (the sum of the weights each output pixel sees inside the image)."""
     acc = direct_conv(a_index, 0, w8, op.stride, op.padding)
     inside = F.conv2d(cw.new_ones(1, *a_index.shape[1:]), cw, None, op.stride, op.padding)  # (1, O, Ho, Wo)
-    return acc - zero_index * inside
+    return acc - zero_idx * inside
 
 
 def _activation_int8(op: LayerOp, a: Tensor, zero: Tensor) -> Tensor:
@@ -222,6 +228,14 @@ def _forward_op(op: LayerOp, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor
     return F.linear(a, w)
 
 
+def _float_conv_backward(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, *,
+                         input_grad: bool) -> tuple[Tensor | None, Tensor]:
+    """(dL/dX or None, dL/dW) of the convolution on float codes: the exact path's op."""
+    grad_a, grad_w, _ = torch.ops.aten.convolution_backward(
+        g, a, w, None, op.stride, op.padding, op.dilation, False, [0, 0], op.groups, [input_grad, True, False])
+    return grad_a, grad_w
+
+
 def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None,
                  zero: Tensor) -> tuple[Tensor, Tensor]:
     """(codes_g (*) codes_w, codes_a (*) codes_g): the op's input and weight gradients on codes, float32."""
@@ -241,9 +255,7 @@ def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None
             grad_a = _scatter_strided(grad_a, a, op.stride)
         return grad_a, grad_w.float().reshape(w.shape)
     if op.conv:
-        grad_a, grad_w, _ = torch.ops.aten.convolution_backward(
-            g, a, w, None, op.stride, op.padding, op.dilation, False, [0, 0], op.groups, [True, True, False])
-        return grad_a, grad_w
+        return _float_conv_backward(op, g, a, w, input_grad=True)
     g_rows, a_rows = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
     return g @ w, g_rows.t() @ a_rows
 
@@ -256,9 +268,7 @@ def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, cw: Tensor,
     g_u8 = (g + GRAD_ZERO_POINT).to(torch.uint8).contiguous(memory_format=torch.channels_last)
     grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
     if a.shape[1] < INT8_MIN_WGRAD_CHANNELS:
-        _, grad_w, _ = torch.ops.aten.convolution_backward(
-            g, a, cw, None, op.stride, op.padding, op.dilation, False, [0, 0], op.groups, [False, True, False])
-        return grad_a, grad_w
+        return grad_a, _float_conv_backward(op, g, a, cw, input_grad=False)[1]
     g8 = _to_int8(g.permute(0, 2, 3, 1))  # (B, Ho, Wo, O)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
     return grad_a, grad_w
@@ -287,14 +297,14 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
                 cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
-                direct, zero_index = _direct(op, x), 2 ** (a_bits - 1) - zero
+                direct = _direct(op, x)
                 if direct:  # uint8 grid indices (B, C, H, W), channels-last
-                    a8 = (a + zero_index).to(torch.uint8).contiguous(memory_format=torch.channels_last)
+                    a8 = (a + zero_index(a_bits, zero)).to(torch.uint8).contiguous(memory_format=torch.channels_last)
                 else:
                     a8 = _activation_int8(op, a, zero) if op.int8 else None
                 w8 = _to_int8(cw) if op.int8 else None
             if direct:
-                y = _direct_forward(op, a8, w8, cw, zero_index) * (step_a * step_w)
+                y = _direct_forward(op, a8, w8, cw, zero_index(a_bits, zero)) * (step_a * step_w)
             else:
                 y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
@@ -314,7 +324,7 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
             if ctx.direct:
-                a, cw = a_saved.float() - (2 ** (ctx.a_bits - 1) - zero), w_saved.float()
+                a, cw = a_saved.float() - zero_index(ctx.a_bits, zero), w_saved.float()
                 grad_a, grad_w = _direct_backward(op, cg, a, w_saved, cw, zero)
             else:
                 if op.int8:
