@@ -30,6 +30,7 @@ from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_gr
                    quant_parameters, quantize_, set_deferred_updates, set_precision_schedule, set_recording,
                    precision_stepper, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
+from runtime.compile import compile_model
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
 from runtime.run_lock import RunInUseError, run_lock
@@ -237,9 +238,9 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     except ValueError as e:
         raise ConfigError(str(e)) from e
     step_model = distributed.wrap(model, dist)
-    step_model = torch.compile(step_model) if run.compile else step_model
+    step_model = compile_model(step_model) if run.compile else step_model
     # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
-    eval_model = (torch.compile(model) if run.compile else model) if dist.enabled else step_model
+    eval_model = (compile_model(model) if run.compile else model) if dist.enabled else step_model
 
     # -- resume -------------------------------------------------------------------------------------------------
     try:

@@ -38,6 +38,7 @@ import torch._dynamo
 import train
 from quant import precision_stepper, quantize_, set_precision_schedule, warmup_grad_intervals
 from quant.apt_layers import named_apt_quantizers
+from runtime.compile import compile_model
 from scripts.bench_common import compose_config, emit_report
 
 ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
@@ -63,7 +64,7 @@ class Row:
         warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, batch))
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        self.step_model = torch.compile(self.model) if compiled else self.model
+        self.step_model = compile_model(self.model) if compiled else self.model
         self.count = 0
         self.precision_step = precision_stepper(self.model)  # as train.py: the quantizers are found once
         self.quantizers = [q for _, q in named_apt_quantizers(self.model)]

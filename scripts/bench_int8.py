@@ -33,6 +33,7 @@ import torch.nn as nn
 
 import train
 from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
+from runtime.compile import compile_model
 from scripts.bench_common import compose_config, emit_report
 
 MODELS = {  # name: (config overrides, input shape per sample, batch size)
@@ -63,7 +64,7 @@ class Variant:
                                                                                steps_per_epoch=10**6, epochs=1)
         self.batch = batch
         warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
-        self.compiled = torch.compile(self.model)
+        self.compiled = compile_model(self.model)
 
     def step(self, compiled: bool) -> None:
         train.train_step(self.compiled if compiled else self.model, self.model, self.task, self.batch,

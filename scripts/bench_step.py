@@ -39,6 +39,7 @@ import torch._inductor.config
 import train
 from quant import kernel_choices, quantize_, warmup_grad_intervals
 from runtime.cli import config_choices
+from runtime.compile import compile_model
 from scripts.bench_common import compose_config, emit_report, sync
 
 POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
@@ -126,7 +127,7 @@ class Config:
         warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        self.compiled = torch.compile(self.model)
+        self.compiled = compile_model(self.model)
 
     def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
         model = self.compiled if compiled else self.model

@@ -25,6 +25,7 @@ import torch
 
 import train
 from quant import quantize_, warmup_grad_intervals
+from runtime.compile import compile_model
 from scripts.bench_common import compose_config, emit_report, sync
 
 #: a TRS optimizer config -> the base optimizer config it is compared with
@@ -51,7 +52,7 @@ class Variant:
                                                                                epochs=1)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        self.step_model = torch.compile(self.model)
+        self.step_model = compile_model(self.model)
 
     def step(self) -> None:
         train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,

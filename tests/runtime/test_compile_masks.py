@@ -1,0 +1,57 @@
+"""runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU)."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from quant import QuantSpec, quantize_
+from quant.apt import AptPolicy
+from runtime.compile import compile_model
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def saved_dtypes(fn, x: torch.Tensor) -> tuple[set[torch.dtype], torch.Tensor]:
+    """dtypes of the tensors the forward of `fn` saves for backward, and dL/dx of `fn(x).sum()`."""
+    x = x.detach().requires_grad_()
+    dtypes = set()
+
+    def pack(t):
+        dtypes.add(t.dtype)
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(x)
+    out.sum().backward()
+    return dtypes, x.grad
+
+
+class ReluTimesTwo(nn.Module):  # ReLU whose output the backward never reads: a saved mask is the smallest choice
+    def forward(self, x):
+        return torch.relu(x) * 2
+
+
+def test_the_relu_mask_is_recomputed_not_saved_and_the_gradient_is_unchanged(fresh_dynamo):
+    x = torch.randn(4, 8, 6, 6)
+    plain_dtypes, _ = saved_dtypes(torch.compile(ReluTimesTwo()), x)
+    assert torch.bool in plain_dtypes  # the premise: without the pass Inductor's partitioner saves the bool mask
+    dtypes, grad = saved_dtypes(compile_model(ReluTimesTwo()), x)
+    assert torch.bool not in dtypes
+    torch.testing.assert_close(grad, 2.0 * (x > 0).float(), rtol=0, atol=0)
+
+
+def test_a_compiled_apt_model_saves_no_bool_mask(fresh_dynamo):
+    torch.manual_seed(0)  # the full-precision first conv's ReLU feeds an APT activation quantizer (straight-through)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    quantize_(model, QuantSpec(w_bits=8, a_bits=8, g_bits=8, precision=AptPolicy()))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    plain_dtypes, _ = saved_dtypes(lambda x: F.cross_entropy(torch.compile(model)(x), y), x)
+    assert torch.bool in plain_dtypes
+    torch._dynamo.reset()
+    dtypes, grad = saved_dtypes(lambda x: F.cross_entropy(compile_model(model)(x), y), x)
+    assert torch.bool not in dtypes
+    assert torch.isfinite(grad).all()
