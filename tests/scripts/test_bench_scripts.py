@@ -1,0 +1,58 @@
+"""The benchmark scripts run as the README and the result files quote them (python scripts/bench_*.py ...), on tiny
+eager settings: a config override or an import that rots fails here, not in a user's hands. Timings are not
+checked (they belong in the reports, not in tests); the rows and the ratio columns are."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str, out: Path) -> str:
+    proc = subprocess.run([sys.executable, f"scripts/{script}", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out.read_text()
+
+
+def table_rows(report: str) -> list[list[str]]:
+    """The cells of every Markdown table row that is not a header or a separator."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
+    return [r for r in rows if not set("".join(r)) <= set("-:") and r[0] not in ("config", "layer", "B x C x H x W, stride")]
+
+
+def ratio(cell: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)x", cell)
+    assert match, cell
+    return float(match.group(1))
+
+
+def test_bench_apt_times_every_row_against_fixed_point(tmp_path):
+    report = run_bench("bench_apt.py", "--modes", "eager", "--batch-size", "4", "--promote-steps", "2",
+                       "--rounds", "1", "--steps", "4", out=tmp_path / "apt.md")
+    rows = {r[0]: r for r in table_rows(report)}
+    assert set(rows) == {"fixed 8/8/8", "apt8", "apt8-24", "apt8-24, check every 4"}
+    assert ratio(rows["fixed 8/8/8"][3]) == 1.0
+    assert all(ratio(r[3]) > 0 for r in rows.values())
+    assert rows["apt8"][7] == "W 8.0 A 8.0 G 8.0"  # pinned at 8 bits: nothing can move
+
+
+def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
+    report = run_bench("bench_step.py", "--models", "resnet20", "--batch-size", "4", "--bits", "4",
+                       "--policies", "minmax", "--kernel", "int8", "--modes", "eager", "--warmup", "1",
+                       "--rounds", "1", "--steps", "1", "--split", out=tmp_path / "step.md")
+    rows = table_rows(report)
+    assert [r[:2] for r in rows if r[1] == "eager"] == [["FP32", "eager"], ["W4A4G4 minmax", "eager"]]
+    assert ratio(rows[0][3]) == 1.0
+    split = [r for r in rows if r[1].replace(".", "").isdigit()]  # config | step | GEMM | im2col | quantize | rest
+    assert [r[0] for r in split] == ["FP32", "W4A4G4 minmax"]
+    assert "kernel_choices" in report
+
+
+def test_bench_int8_times_the_convolution_lowerings(tmp_path):
+    report = run_bench("bench_int8.py", "--convs", "--no-steps", "--rounds", "1", "--warmup", "1",
+                       out=tmp_path / "int8.md")
+    rows = table_rows(report)
+    assert rows and all(len(r) == 10 for r in rows)  # shape, pixels, 3 fp32 ops, 2 direct, 3 im2col
+    assert all(float(c) > 0 for r in rows for c in r[2:])
