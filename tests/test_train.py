@@ -167,3 +167,18 @@ def test_a_second_process_on_the_same_run_folder_refuses_in_one_line(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+
+def test_compile_true_steps_the_model_that_compile_model_returns(tmp_path, monkeypatch):
+    """compile=true goes through runtime.compile.compile_model (its CPU mask pass, tests/runtime/test_compile_masks.py);
+    a spy stands in for Inductor here, which would take minutes on ResNet-20."""
+    compiled = []
+
+    def spy(module):
+        compiled.append(module)
+        return module
+    monkeypatch.setattr(train, "compile_model", spy)
+    summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=apt", "compile=true"]), {"quant": "apt"})
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    assert len(compiled) == 1  # one process: the step model, which also evaluates
