@@ -59,6 +59,11 @@ def _scored_values(g: Tensor, sample_size: int | None) -> tuple[Tensor, Tensor]:
     return torch.cat([values[top], values[sample]]), weights  # (S,), (S,)
 
 
+def _at(values: Tensor, index: Tensor) -> Tensor:
+    """values[index] for a 0-dim index tensor, as a gather on device: torch.take and tensor indexing make
+    torch.compile read the index on the host (Inductor fails on take; dynamo on indexing)."""
+    return values.gather(0, index.reshape(1)).squeeze(0)
+
 @dataclass(frozen=True, kw_only=True)
 class MSEPolicy(GradPolicy):
     """gamma = argmin of the expected whole-tensor squared error, coarse-to-fine over [gamma_min, 1] in log space."""
@@ -89,6 +94,6 @@ class MSEPolicy(GradPolicy):
             error = expected_squared_error(values.unsqueeze(0), (ratios * g_max).unsqueeze(1), bits)  # (n, S)
             best = (error * weights).sum(dim=1).argmin()
             # The optimum lies between the best's neighbours (at an end of the range: between it and its one).
-            lo = torch.take(ratios, (best - 1).clamp(min=0))
-            hi = torch.take(ratios, (best + 1).clamp(max=n - 1))
-        return torch.take(ratios, best)
+            lo = _at(ratios, (best - 1).clamp(min=0))
+            hi = _at(ratios, (best + 1).clamp(max=n - 1))
+        return _at(ratios, best)

@@ -88,3 +88,16 @@ def test_subsampled_search_traces_without_graph_breaks():
     eager = policy.choose_gamma(g, g.abs().max(), torch.tensor(1.0), 4)
     torch.manual_seed(2)
     assert compiled(g, g.abs().max(), torch.tensor(1.0), 4).item() == pytest.approx(eager.item())
+
+
+@pytest.mark.parametrize("sample_size", [None, 8192])
+def test_search_compiles_with_inductor(sample_size):
+    """Inductor itself, not only tracing: a lowering it lacked (torch.take, read on the host) made dynamo fall back
+    to eager for the whole model under compile=true. Subsampled, Inductor draws its own random sample."""
+    torch._dynamo.reset()
+    g = SAMPLES["laplace_spikes"]
+    policy = MSEPolicy(sample_size=sample_size)
+    compiled = torch.compile(policy.choose_gamma, fullgraph=True)  # a graph break or a backend failure is an error
+    eager = policy.choose_gamma(g, g.abs().max(), torch.tensor(1.0), 4).item()
+    rel = 1e-6 if sample_size is None else 0.05
+    assert compiled(g, g.abs().max(), torch.tensor(1.0), 4).item() == pytest.approx(eager, rel=rel)
