@@ -8,7 +8,7 @@ gradient, the optimum sits near gamma ~ 0.01, where a linear grid k/32 has nothi
 error on a Student-t(3) sample with one outlier, tests/quant/test_mse.py). Here `candidates` ratios are spent in
 three stages: log-spaced over [gamma_min, 1] (the range LBT clamps gamma to), then twice log-spaced between the
 neighbours of the previous stage's best. Each stage is one vectorised (K, N) pass and the best is picked on device
-(argmin, torch.take): no host sync, and the search traces into a compiled backward.
+(argmin, a gather): no host sync, and the search compiles into the backward with Inductor.
 
 Why the largest values are always scored: the error of a heavy-tailed tensor is dominated by its few largest
 elements, which a uniform subsample usually misses; it then clips them hard (4x the optimum's error on a Cauchy
