@@ -30,7 +30,7 @@ from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_gr
                    quant_parameters, quantize_, set_deferred_updates, set_precision_schedule, set_recording,
                    precision_stepper, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
-from runtime.compile import compile_model
+from runtime.compile import compile_model, eager_fallbacks
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
 from runtime.run_lock import RunInUseError, run_lock
@@ -238,6 +238,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     except ValueError as e:
         raise ConfigError(str(e)) from e
     step_model = distributed.wrap(model, dist)
+    fallbacks_before = eager_fallbacks()  # the summary lists what this run's compiled code ran eagerly, and why
     step_model = compile_model(step_model) if run.compile else step_model
     # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
     eval_model = (compile_model(model) if run.compile else model) if dist.enabled else step_model
@@ -368,9 +369,13 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         raise
 
     found = search.finish(run_dir) if dist.is_main else {}  # NCE: the found widths, written as a model config
+    fallbacks = dict(eager_fallbacks() - fallbacks_before) if run.compile else None
+    if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
+        log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **labels, **found,
                "metric": primary, "final": final, "best": best, "epochs": run.epochs, "steps": step,
-               "world_size": dist.world, "overrides": overrides, "wall_time_s": round(time.perf_counter() - started, 2),
+               "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
+               "wall_time_s": round(time.perf_counter() - started, 2),
                "versions": run_info.versions(), "config": config}
     if dist.is_main:
         atomic.write_json(run_dir / "summary.json", summary)

@@ -13,6 +13,8 @@ are fast there, and a saved mask is a quarter of the memory).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.fx
 from torch._inductor.custom_graph_pass import CustomGraphPass
@@ -41,3 +43,14 @@ class RecomputeCpuMasks(CustomGraphPass):
 def compile_model(module: torch.nn.Module) -> torch.nn.Module:
     """torch.compile(module) with the CPU mask pass (module notes); the options apply to this module's graphs only."""
     return torch.compile(module, options={"joint_custom_pre_pass": RecomputeCpuMasks()})
+
+
+def eager_fallbacks() -> Counter[str]:
+    """Why compiled code ran eagerly, so far in this process: dynamo's graph breaks and backend failures (an op
+    Inductor cannot lower makes dynamo run that frame eagerly, with only a warning), each reason's first line, with
+    counts. The trainer stores a run's increment in its summary, so a slow compiled run says why."""
+    reasons: Counter[str] = Counter()
+    for table in ("graph_break", "unimplemented"):
+        for message, count in torch._dynamo.utils.counters[table].items():
+            reasons[str(message).strip().splitlines()[0]] += count
+    return reasons

@@ -1,4 +1,4 @@
-"""runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU)."""
+"""runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU), and\neager_fallbacks says when compiled code ran eagerly."""
 import pytest
 import torch
 import torch.nn as nn
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from quant import QuantSpec, quantize_
 from quant.apt import AptPolicy
-from runtime.compile import compile_model
+from runtime.compile import compile_model, eager_fallbacks
 
 
 @pytest.fixture
@@ -55,3 +55,18 @@ def test_a_compiled_apt_model_saves_no_bool_mask(fresh_dynamo):
     dtypes, grad = saved_dtypes(lambda x: F.cross_entropy(compile_model(model)(x), y), x)
     assert torch.bool not in dtypes
     assert torch.isfinite(grad).all()
+
+
+def test_eager_fallbacks_name_graph_breaks_and_backend_failures(fresh_dynamo):
+    def breaks(x):
+        y = x * 2
+        print(end="")  # dynamo cannot trace it: a graph break
+        return y + 1
+
+    def fails_in_inductor(r, x):  # Inductor cannot lower take with a tensor index (a host read): eager fallback
+        return torch.take(r, (r * x).argmin()) * 2
+    before = eager_fallbacks()
+    torch.compile(breaks)(torch.randn(8))
+    torch.compile(fails_in_inductor)(torch.randn(8), torch.randn(8))
+    new = eager_fallbacks() - before
+    assert sum(new.values()) >= 2 and any("Backend compiler" in reason for reason in new), new
