@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from quant.grad.mse import MSEPolicy
+from quant.grad.mse import _top_indices, MSEPolicy
 from quant.primitives import expected_squared_error, quantize_symmetric
 
 
@@ -101,3 +101,13 @@ def test_search_compiles_with_inductor(sample_size):
     eager = policy.choose_gamma(g, g.abs().max(), torch.tensor(1.0), 4).item()
     rel = 1e-6 if sample_size is None else 0.05
     assert compiled(g, g.abs().max(), torch.tensor(1.0), 4).item() == pytest.approx(eager, rel=rel)
+
+
+@pytest.mark.parametrize("n, k", [(100_003, 1000), (2 * 4096 + 5, 4096), (5000, 4096), (64, 8)])
+def test_top_indices_pick_the_same_values_as_topk(n, k):
+    torch.manual_seed(0)
+    a = torch.randn(n).abs()
+    a[:50] = a.max()  # ties at the top
+    mine = _top_indices(a, k)
+    assert mine.numel() == k and mine.unique().numel() == k  # k distinct elements
+    assert torch.equal(a[mine].sort().values, a.topk(k).values.sort().values)
