@@ -19,12 +19,12 @@ kernel "int8" (W/A/G <= 8 bits): the ops run on int8 codes with int32 sums: line
 as plain `torch._int_mm` GEMMs in channels-last order; other convolutions on CPU with enough output pixels
 (DIRECT_CONV_MIN_PIXELS) as oneDNN's direct int8 convolution for the forward and dL/dX (quant.direct_conv) and an
 im2col GEMM for dL/dW (the exact path's float32 op below INT8_MIN_WGRAD_CHANNELS input channels), the rest
-entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation codes are stored shifted by -2^(b-1) so that
-0..255 fits int8, padding included; the shift comes back as an exact rank-1 integer correction (zero-point trick).
-Overflow: every sum is an exact integer of at most K * 255 * 127 in magnitude, below 2^31 for K <= INT32_SAFE_K
-(66,311); longer reductions are split into chunks and summed in int64. Layers where int8 does not pay (narrow
-GEMMs, narrow convolutions) or that im2col does not express (groups, dilation) run "exact" (choose_kernel);
-kernel_choices(model) lists what each layer runs.
+entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation
+codes are stored shifted by -2^(b-1) so that 0..255 fits int8, padding included; the shift comes back as an exact
+rank-1 integer correction (zero-point trick). Overflow: every sum is an exact integer of at most K * 255 * 127 in
+magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are split into chunks and summed in int64.
+Layers where int8 does not pay (narrow GEMMs, narrow convolutions) or that im2col does not express (groups,
+dilation) run "exact" (choose_kernel); kernel_choices(model) lists what each layer runs.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
 the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer

@@ -8,8 +8,8 @@ the ReLU's output. That is the case under APT, whose straight-through activation
 backward (docs/methods.md §4.2): 1.34x a fixed-point step before this pass, 1.1x after. It marks every bool
 pointwise result of a CPU graph that has the shape of a batch (2+ dims) must-recompute, so the partitioner saves
 the float tensor it is computed from and the backward kernel recomputes the mask on the fly, as it already does
-when that float tensor is saved anyway (FP32, the fixed-point quantizers). CUDA graphs are left alone (bool stores
-are fast there, and a saved mask is a quarter of the memory).
+when that float tensor is saved anyway (FP32, the fixed-point quantizers). Graphs on CUDA are left alone (bool
+stores are fast there, and a saved mask is a quarter of the memory).
 """
 from __future__ import annotations
 

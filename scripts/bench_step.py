@@ -220,9 +220,9 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
             lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
                          f"| {median_ms[key] / best_fp32:.2f}x | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
     if splits:
-        lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm`, oneDNN int8 conv (weight reorder included) and fp32 matmul/conv kernels, "
-                  "im2col: quant.im2col, quantize: the integer path's quantizers; rest: everything else, "
-                  "profiler overhead included):", "",
+        lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm`, oneDNN int8 conv (weight reorder "
+                  "included) and fp32 matmul/conv kernels, im2col: quant.im2col, quantize: the integer path's "
+                  "quantizers; rest: everything else, profiler overhead included):", "",
                   "| config | step | GEMM | im2col | quantize | rest |", "|---|---:|---:|---:|---:|---:|"]
         for config, sp in splits.items():
             shown = "FP32" if config.name == "fp32" else f"W{config.bits}A{config.bits}G{config.bits} {config.name}"

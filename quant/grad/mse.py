@@ -61,6 +61,7 @@ def _top_indices(a: Tensor, k: int) -> Tensor:
     candidates = torch.cat([chunk_top.reshape(-1), torch.arange(rows * cols, n, device=a.device)])  # + the tail
     return candidates[a[candidates].topk(k, sorted=False).indices]
 
+
 def _scored_values(g: Tensor, sample_size: int | None) -> tuple[Tensor, Tensor]:
     """(values, weights) with sum(weights * err(values)) estimating mean(err(g)) without bias."""
     values = g.reshape(-1)  # (N,)
@@ -80,6 +81,7 @@ def _at(values: Tensor, index: Tensor) -> Tensor:
     """values[index] for a 0-dim index tensor, as a gather on device: torch.take and tensor indexing make
     torch.compile read the index on the host (Inductor fails on take; dynamo on indexing)."""
     return values.gather(0, index.reshape(1)).squeeze(0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MSEPolicy(GradPolicy):

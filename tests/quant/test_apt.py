@@ -178,15 +178,6 @@ def test_stats_report_bits_per_role_and_the_cost():
     assert stats["apt/cost"] == pytest.approx(3 * 8 * 8 / (3 * 32 * 32))  # everything still at 8 bits
 
 
-@pytest.fixture
-def fresh_dynamo():
-    """Compiled-frame caches are per code object (nn.Sequential.forward here), shared by every test in the
-    process: start and leave them empty, so these graphs count alone and do not use up other tests' recompiles."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def test_bit_changes_do_not_recompile(fresh_dynamo):
     from torch._dynamo.testing import CompileCounter
 

@@ -91,10 +91,9 @@ def test_subsampled_search_traces_without_graph_breaks():
 
 
 @pytest.mark.parametrize("sample_size", [None, 8192])
-def test_search_compiles_with_inductor(sample_size):
+def test_search_compiles_with_inductor(sample_size, fresh_dynamo):
     """Inductor itself, not only tracing: a lowering it lacked (torch.take, read on the host) made dynamo fall back
     to eager for the whole model under compile=true. Subsampled, Inductor draws its own random sample."""
-    torch._dynamo.reset()
     g = SAMPLES["laplace_spikes"]
     policy = MSEPolicy(sample_size=sample_size)
     compiled = torch.compile(policy.choose_gamma, fullgraph=True)  # a graph break or a backend failure is an error

@@ -1,5 +1,5 @@
-"""runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU), and\neager_fallbacks says when compiled code ran eagerly."""
-import pytest
+"""runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU),
+and eager_fallbacks says when compiled code ran eagerly."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -7,13 +7,6 @@ import torch.nn.functional as F
 from quant import QuantSpec, quantize_
 from quant.apt import AptPolicy
 from runtime.compile import compile_model, eager_fallbacks
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def saved_dtypes(fn, x: torch.Tensor) -> tuple[set[torch.dtype], torch.Tensor]:

@@ -19,7 +19,8 @@ def run_bench(script: str, *args: str, out: Path) -> str:
 def table_rows(report: str) -> list[list[str]]:
     """The cells of every Markdown table row that is not a header or a separator."""
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
-    return [r for r in rows if not set("".join(r)) <= set("-:") and r[0] not in ("config", "layer", "B x C x H x W, stride")]
+    headers = ("config", "layer", "B x C x H x W, stride")
+    return [r for r in rows if not set("".join(r)) <= set("-:") and r[0] not in headers]
 
 
 def ratio(cell: str) -> float:
