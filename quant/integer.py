@@ -146,12 +146,17 @@ def _to_int8(codes: Tensor, shift: Tensor | float = 0.0) -> Tensor:
     return (codes - shift).to(torch.int8)
 
 
-def _like(t: Tensor, x: Tensor, op: LayerOp) -> Tensor:
-    """t in x's memory format: int8 convolutions compute channels-last; an NCHW model gets NCHW back, so that
-    what follows (BatchNorm's reductions) sums in the same order as after an "exact" layer."""
-    if op.int8 and op.conv and not x.is_contiguous(memory_format=torch.channels_last):
-        return t.contiguous()
-    return t
+def _needs_nchw(x: Tensor, op: LayerOp) -> bool:
+    """Whether an int8 convolution's channels-last result must be handed back NCHW: an NCHW model gets NCHW
+    back, so that what follows (BatchNorm's reductions) sums in the same order as after an "exact" layer.
+    Decided in forward: a stride query in a custom backward makes Dynamo retrace that backward on
+    `grad.contiguous()`, an NCHW gradient that every op after it follows."""
+    return op.int8 and op.conv and not x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _like(t: Tensor, nchw: bool) -> Tensor:
+    """t, or t as an NCHW tensor (_needs_nchw)."""
+    return t.contiguous() if nchw else t
 
 
 def _direct(op: LayerOp, x: Tensor) -> bool:
@@ -309,11 +314,13 @@ class _IntegerLayer(torch.autograd.Function):
                 y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
                 y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
-            y = _like(y, x, op)
+            nchw = _needs_nchw(x, op)
+            y = _like(y, nchw)
         # int8 keeps only the int8 codes for backward (a quarter of the float codes' memory)
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
                               *((a8, w8) if op.int8 else (a, cw)))
         ctx.op, ctx.direct, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, direct, a_bits, bias is not None, w.dtype
+        ctx.nchw = nchw
         return y
 
     @staticmethod
@@ -340,7 +347,7 @@ class _IntegerLayer(torch.autograd.Function):
             grad_bias = None
             if ctx.has_bias:
                 grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)
-        return (_like(grad_x.to(x.dtype), x, op), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
+        return (_like(grad_x.to(x.dtype), ctx.nchw), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
                 None, None, None, None, None, None, None, None, None, None, None, None, None, None)
 
 
