@@ -31,7 +31,12 @@ class PadShortcut(nn.Module):
         self.pad_back = planes - in_planes - self.pad_front
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]  # (B, C_in, H/s, W/s)
+        # x[:, :, ::s, ::s] as a depthwise 1x1 convolution with unit weights (float32 even under autocast): the
+        # same values, but a backward in x's memory format. The slice's backward (zeros, then a scatter) is NCHW,
+        # and under torch.compile each stage's residual gradient then stayed NCHW, transposed on every read.
+        with torch.autocast(x.device.type, enabled=False):
+            ones = torch.ones(x.shape[1], 1, 1, 1, device=x.device, dtype=x.dtype)
+            x = F.conv2d(x, ones, None, self.stride, 0, 1, x.shape[1])  # (B, C_in, H/s, W/s)
         return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))  # (B, C_out, H/s, W/s)
 
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models.resnet_cifar import PadShortcut, ResNetCifar, resnet20, resnet32, resnet56
 
@@ -51,6 +52,22 @@ def test_pad_shortcut_subsamples_and_zero_pads_channels():
     assert out.shape == (2, 32, 4, 4)
     assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pad_shortcut_equals_slicing_in_values_gradients_and_dtype(channels_last):
+    # It subsamples with a unit depthwise convolution (a channels-last backward under torch.compile): the values
+    # and gradients must be those of x[:, :, ::2, ::2], odd sizes included, and float32 under bf16 autocast.
+    x = torch.randn(3, 16, 9, 10, requires_grad=True)
+    shortcut = PadShortcut(16, 32, stride=2)
+    out = shortcut(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    ref = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = shortcut(x.detach())
+    assert out.dtype == torch.float32 and torch.equal(out, ref.detach())
 
 
 def test_head_bn_option_adds_the_official_codes_batchnorm1d():
