@@ -274,7 +274,8 @@ def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, cw: Tensor,
     grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
     if a.shape[1] < INT8_MIN_WGRAD_CHANNELS:
         return grad_a, _float_conv_backward(op, g, a, cw, input_grad=False)[1]
-    g8 = _to_int8(g.permute(0, 2, 3, 1))  # (B, Ho, Wo, O)
+    # (B, Ho, Wo, O) from the uint8 codes, not from g: one pass over bytes, and g (float) is never laid out
+    g8 = (g_u8.permute(0, 2, 3, 1).to(torch.int16) - GRAD_ZERO_POINT).to(torch.int8)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
     return grad_a, grad_w
 
