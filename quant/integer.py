@@ -275,7 +275,7 @@ def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, cw: Tensor,
     if a.shape[1] < INT8_MIN_WGRAD_CHANNELS:
         return grad_a, _float_conv_backward(op, g, a, cw, input_grad=False)[1]
     # (B, Ho, Wo, O) from the uint8 codes, not from g: one pass over bytes, and g (float) is never laid out
-    g8 = (g_u8.permute(0, 2, 3, 1).to(torch.int16) - GRAD_ZERO_POINT).to(torch.int8)
+    g8 = _to_int8(g_u8.permute(0, 2, 3, 1).to(torch.int16), GRAD_ZERO_POINT)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
     return grad_a, grad_w
 
@@ -321,7 +321,7 @@ class _IntegerLayer(torch.autograd.Function):
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
                               *((a8, w8) if op.int8 else (a, cw)))
         ctx.op, ctx.direct, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, direct, a_bits, bias is not None, w.dtype
-        ctx.nchw = nchw
+        ctx.nchw = nchw  # decided here, not in backward (_needs_nchw)
         return y
 
     @staticmethod
