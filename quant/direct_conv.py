@@ -22,33 +22,43 @@ for activations whose real zero is not index 0 (signed grids). The weight gradie
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 GRAD_ZERO_POINT = 128  # symmetric gradient codes in [-127, 127] are stored as uint8 code + 128
 
 
 @torch.library.custom_op("quant::direct_conv", mutates_args=())
-def _direct_conv(u8: Tensor, zero_point: int, w8: Tensor, stride: list[int], padding: list[int]) -> Tensor:
+def _direct_conv(u8: Tensor, zero_point: int, w8: Tensor, stride: list[int], padding: list[int],
+                 index_shift: Tensor | None) -> Tensor:
     ones, zeros = torch.ones(w8.shape[0]), torch.zeros(w8.shape[0], dtype=torch.int64)
     packed = torch.ops.onednn.qconv_prepack(w8, ones, 1.0, zero_point, stride, padding, [1, 1], 1, list(u8.shape))
     out = torch.ops.onednn.qconv_pointwise(u8, 1.0, zero_point, packed, ones, zeros, None, stride, padding, [1, 1],
                                            1, 1.0, 0, torch.float32, "none", [], "")
-    return out.contiguous(memory_format=torch.channels_last)
+    out = out.contiguous(memory_format=torch.channels_last)
+    if index_shift is not None and bool(index_shift != 0):  # a CPU scalar: no device sync
+        inside = F.conv2d(u8.new_ones(1, *u8.shape[1:], dtype=torch.float32), w8.float(), None, stride, padding)
+        out -= index_shift * inside  # exact: integers below 2^24 on both sides
+    return out
 
 
 @_direct_conv.register_fake
-def _(u8: Tensor, zero_point: int, w8: Tensor, stride: list[int], padding: list[int]) -> Tensor:
+def _(u8: Tensor, zero_point: int, w8: Tensor, stride: list[int], padding: list[int],
+      index_shift: Tensor | None) -> Tensor:
     (b, _, h, w), (o, _, kh, kw) = u8.shape, w8.shape
     ho, wo = (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1
     return u8.new_empty(b, o, ho, wo, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
 
 
 def direct_conv(u8: Tensor, zero_point: int, w8: Tensor, stride: tuple[int, int],
-                padding: tuple[int, int]) -> Tensor:
-    """sum((u8 - zero_point) * w8) over each output pixel's window as float32 (B, O, Ho, Wo), channels-last
-    memory: u8 (B, C, H, W) uint8 channels-last, w8 (O, C, kh, kw) int8; padding counts as u8 == zero_point."""
+                padding: tuple[int, int], index_shift: Tensor | None = None) -> Tensor:
+    """sum((u8 - zero_point - index_shift) * w8) over each output pixel's window as float32 (B, O, Ho, Wo),
+    channels-last memory: u8 (B, C, H, W) uint8 channels-last, w8 (O, C, kh, kw) int8; padding counts as
+    u8 == zero_point, so index_shift (a 0-dim CPU tensor) is subtracted only inside the image: the sum of the
+    weights each output pixel sees there, times index_shift, computed only where index_shift is not 0. Inside
+    the op rather than after it: the compiled graph then sees one tensor, not a correction to recompute."""
     return _direct_conv(u8.contiguous(memory_format=torch.channels_last), zero_point, w8.contiguous(),
-                        list(stride), list(padding))
+                        list(stride), list(padding), index_shift)
 
 
 def direct_conv_input_grad(g_u8: Tensor, w8: Tensor, stride: tuple[int, int], padding: tuple[int, int],

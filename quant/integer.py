@@ -168,13 +168,11 @@ def _direct(op: LayerOp, x: Tensor) -> bool:
     return x.shape[0] * out_hw[0] * out_hw[1] >= DIRECT_CONV_MIN_PIXELS
 
 
-def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, cw: Tensor, zero_idx: Tensor) -> Tensor:
+def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, zero_idx: Tensor) -> Tensor:
     """codes_a (*) codes_w as float32 through quant.direct_conv: a_index (uint8) holds the activation's grid
-    indices, code + zero_idx; oneDNN pads with index 0, so the convolution of the codes subtracts
-    zero_idx x (the sum of the weights each output pixel sees inside the image)."""
-    acc = direct_conv(a_index, 0, w8, op.stride, op.padding)
-    inside = F.conv2d(cw.new_ones(1, *a_index.shape[1:]), cw, None, op.stride, op.padding)  # (1, O, Ho, Wo)
-    return acc - zero_idx * inside
+    indices, code + zero_idx; oneDNN pads with index 0, so the op subtracts zero_idx x the sum of the weights
+    each output pixel sees inside the image (nothing on an unsigned grid, where zero_idx is 0)."""
+    return direct_conv(a_index, 0, w8, op.stride, op.padding, zero_idx)
 
 
 def _activation_int8(op: LayerOp, a: Tensor, zero: Tensor) -> Tensor:
@@ -310,7 +308,7 @@ class _IntegerLayer(torch.autograd.Function):
                     a8 = _activation_int8(op, a, zero) if op.int8 else None
                 w8 = _to_int8(cw) if op.int8 else None
             if direct:
-                y = _direct_forward(op, a8, w8, cw, zero_index(a_bits, zero)) * (step_a * step_w)
+                y = _direct_forward(op, a8, w8, zero_index(a_bits, zero)) * (step_a * step_w)
             else:
                 y = _forward_op(op, a, cw, a8, w8, zero) * (step_a * step_w)
             if bias is not None:
