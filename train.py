@@ -226,7 +226,7 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         if not labels["quantized_layers"]:
             raise ConfigError(f"no layer was quantized although bits={labels['bits']}: quant.keep_fp="
                               f"{list(qspec.keep_fp)} / quant.keep_first_last keep every conv and linear layer")
-        labels["kernels"] = kernel_choices(model)  # {layer: "int8" | "exact" | "fake"}: what quant.kernel ran
+        labels["kernels"] = kernel_choices(model)  # {layer: "int8" | "int8-forward" | "exact" | "fake"}
         set_deferred_updates(model, dist.enabled)  # gamma updates wait for the cross-rank reduction
         set_precision_schedule(model, steps_per_epoch=len(bundle.train), epochs=run.epochs)  # APT only
     model.to(device)

@@ -18,13 +18,14 @@ Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always
 kernel "int8" (W/A/G <= 8 bits): the ops run on int8 codes with int32 sums: linear layers and 1x1 convolutions
 as plain `torch._int_mm` GEMMs in channels-last order; other convolutions on CPU with enough output pixels
 (DIRECT_CONV_MIN_PIXELS) as oneDNN's direct int8 convolution for the forward and dL/dX (quant.direct_conv) and an
-im2col GEMM for dL/dW (the exact path's float32 op below INT8_MIN_WGRAD_CHANNELS input channels), the rest
-entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation
+im2col GEMM for dL/dW, the rest entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation
 codes are stored shifted by -2^(b-1) so that 0..255 fits int8, padding included; the shift comes back as an exact
 rank-1 integer correction (zero-point trick). Overflow: every sum is an exact integer of at most K * 255 * 127 in
 magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are split into chunks and summed in int64.
 Layers where int8 does not pay (narrow GEMMs, narrow convolutions) or that im2col does not express (groups,
-dilation) run "exact" (choose_kernel); kernel_choices(model) lists what each layer runs.
+dilation) run "exact" (choose_kernel); convolutions from INT8_MIN_CONV_CHANNELS but narrower than
+INT8_MIN_CONV_BACKWARD_CHANNELS run "int8-forward": the forward through quant.direct_conv, the backward exact.
+kernel_choices(model) lists what each layer runs.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
 the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
@@ -32,7 +33,7 @@ state with the same function as the fake path (quant.gradient.quantize_output_gr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -47,26 +48,28 @@ from quant.primitives import grid_index, unsigned_levels
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 run int8 from this many input and output channels. Alone, a layer's
-# eager forward + backward, int8/exact, is 0.93 at 16 channels, 0.85 at 32 and 0.62-1.00 from 64 with the direct
-# lowering (results/bench/int8_layers_cpu_direct.md), but ResNet-20's compiled int8 step, over 5-9 runs per rule,
-# measured 1.05-1.28x FP32 from 16 channels (median 1.17x), 1.07-1.16x from 32 (1.10x), 1.05-1.19x from 64 (1.10x).
-INT8_MIN_CONV_CHANNELS = 64
+# Convolutions with a kernel larger than 1x1 run their forward int8 from this many input and output channels, and
+# their backward (dL/dX and dL/dW) int8 from INT8_MIN_CONV_BACKWARD_CHANNELS. Alone, oneDNN's int8 forward is
+# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x
+# (scripts/bench_int8.py), but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the
+# uint8 gradient codes, the float activation codes rebuilt for dL/dW): over one process, rule 16 for both ran
+# 1.02x FP32, the backward kept exact below 64 channels 0.95x (results/bench/cpu_resnet20_rules.md).
+INT8_MIN_CONV_CHANNELS = 16
+INT8_MIN_CONV_BACKWARD_CHANNELS = 64
 # An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
 # convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
-# only pays over enough pixels (results/bench/int8_direct_conv.md).
+# only pays over enough pixels (results/bench/int8_direct_conv.md). A convolution narrower than
+# INT8_MIN_CONV_BACKWARD_CHANNELS with fewer pixels runs exact: im2col at 16 channels costs 3.3x the fp32 conv.
 DIRECT_CONV_MIN_PIXELS = 4096
-# The weight gradient of an int8 convolution with fewer input channels runs as the exact path's float32 op on the
-# codes: at 16 channels im2col's copy and GEMM cost 1.9x oneDNN's fp32 weight gradient, at 32 the same, from 64
-# 0.35-0.6x (results/bench/int8_direct_conv.md).
-INT8_MIN_WGRAD_CHANNELS = 64
 
 
 @dataclass(frozen=True)
 class LayerOp:
     """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects int8 ops:
     a plain _int_mm GEMM for linear layers and 1x1 convolutions without padding, quant.direct_conv or quant.im2col
-    for other convolutions (`im2col` is True for those, whichever lowering _direct picks)."""
+    for other convolutions (`im2col` is True for those, whichever lowering _direct picks); without
+    `int8_backward` the backward runs the exact path's float32 ops, and the whole layer runs exact where
+    quant.direct_conv does not apply (_lowering)."""
 
     conv: bool
     kernel_size: tuple[int, int] = (1, 1)
@@ -75,6 +78,7 @@ class LayerOp:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     int8: bool = False
+    int8_backward: bool = True  # False: the forward only (a convolution narrower than the backward's rule)
 
     @property
     def im2col(self) -> bool:
@@ -110,15 +114,22 @@ def choose_kernel(layer: nn.Module, kernel: str) -> str:
 def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
     """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
     if isinstance(layer, nn.Conv2d):
+        narrow = layer.kernel_size != (1, 1) and min(layer.in_channels, layer.out_channels) < \
+            INT8_MIN_CONV_BACKWARD_CHANNELS
         return LayerOp(conv=True, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
-                       dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8")
-    return LayerOp(conv=False, int8=kernel == "int8")
+                       dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8",
+                       int8_backward=kernel == "int8" and not narrow)
+    return LayerOp(conv=False, int8=kernel == "int8", int8_backward=kernel == "int8")
 
 
 def kernel_choices(model: nn.Module) -> dict[str, str]:
-    """{layer name: "fake" | "exact" | "int8"} for every quantized layer, for the run's summary."""
+    """{layer name: "fake" | "exact" | "int8" | "int8-forward"} for every quantized layer, for the run's summary.
+
+    "int8-forward": a convolution whose forward runs int8 (quant.direct_conv, where its batch x output pixels
+    reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose backward runs exact."""
     model = getattr(model, "_orig_mod", model)
-    return {name: m.kernel for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
+    return {name: ("int8-forward" if m.op is not None and m.op.int8 and not m.op.int8_backward else m.kernel)
+            for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
 
 
 def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -166,6 +177,17 @@ def _direct(op: LayerOp, x: Tensor) -> bool:
         return False
     out_hw = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(x.shape[2:], op.padding, op.kernel_size, op.stride)]
     return x.shape[0] * out_hw[0] * out_hw[1] >= DIRECT_CONV_MIN_PIXELS
+
+
+def _lowering(op: LayerOp, x: Tensor) -> tuple[LayerOp, bool, LayerOp]:
+    """(forward op, whether it runs as quant.direct_conv, backward op) of a layer for input x: a convolution
+    without int8_backward runs its forward int8 only through quant.direct_conv and its backward exact, and runs
+    exact entirely where quant.direct_conv does not apply."""
+    direct = _direct(op, x)
+    if op.int8_backward:
+        return op, direct, op
+    exact = replace(op, int8=False)
+    return (op if direct else exact), direct, exact
 
 
 def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, zero_idx: Tensor) -> Tensor:
@@ -263,15 +285,11 @@ def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None
     return g @ w, g_rows.t() @ a_rows
 
 
-def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, cw: Tensor,
-                     zero: Tensor) -> tuple[Tensor, Tensor]:
+def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
     """_backward_op of a layer whose forward ran quant.direct_conv: dL/dX as oneDNN's int8 convolution of the
-    gradient codes, dL/dW as quant.im2col's GEMM, or from fewer than INT8_MIN_WGRAD_CHANNELS input channels as
-    the exact path's float32 op (a, cw, g: float activation, weight and gradient codes)."""
+    gradient codes, dL/dW as quant.im2col's GEMM (a, g: float activation and gradient codes)."""
     g_u8 = (g + GRAD_ZERO_POINT).to(torch.uint8).contiguous(memory_format=torch.channels_last)
     grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
-    if a.shape[1] < INT8_MIN_WGRAD_CHANNELS:
-        return grad_a, _float_conv_backward(op, g, a, cw, input_grad=False)[1]
     # (B, Ho, Wo, O) from the uint8 codes, not from g: one pass over bytes, and g (float) is never laid out
     g8 = _to_int8(g_u8.permute(0, 2, 3, 1).to(torch.int16), GRAD_ZERO_POINT)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
@@ -301,7 +319,7 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
                 cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
-                direct = _direct(op, x)
+                op, direct, backward_op = _lowering(op, x)
                 if direct:  # uint8 grid indices (B, C, H, W), channels-last
                     a8 = (a + zero_index(a_bits, zero)).to(torch.uint8).contiguous(memory_format=torch.channels_last)
                 else:
@@ -315,10 +333,11 @@ class _IntegerLayer(torch.autograd.Function):
                 y = y + (bias.float().view(-1, 1, 1) if op.conv else bias.float())
             nchw = _needs_nchw(x, op)
             y = _like(y, nchw)
-        # int8 keeps only the int8 codes for backward (a quarter of the float codes' memory)
+        # an int8 backward keeps only the int8 codes (a quarter of the float codes' memory)
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
-                              *((a8, w8) if op.int8 else (a, cw)))
-        ctx.op, ctx.direct, ctx.a_bits, ctx.has_bias, ctx.w_dtype = op, direct, a_bits, bias is not None, w.dtype
+                              *((a8, w8) if backward_op.int8 else (a, cw)))
+        ctx.op, ctx.direct = backward_op, direct and backward_op.int8
+        ctx.a_bits, ctx.has_bias, ctx.w_dtype = a_bits, bias is not None, w.dtype
         ctx.nchw = nchw  # decided here, not in backward (_needs_nchw)
         return y
 
@@ -330,8 +349,9 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
             if ctx.direct:
-                a, cw = a_saved.float() - zero_index(ctx.a_bits, zero), w_saved.float()
-                grad_a, grad_w = _direct_backward(op, cg, a, w_saved, cw, zero)
+                a = a_saved.float() - zero_index(ctx.a_bits, zero)
+                grad_a, grad_w = _direct_backward(op, cg, a, w_saved, zero)
+                cw = w_saved.float()
             else:
                 if op.int8:
                     a8, w8 = a_saved, w_saved

@@ -13,7 +13,7 @@ INT8_MIN_CONV_CHANNELS (where int8 stops paying).
 
 Convolutions (--convs): the three ops of a 3x3 convolution alone, on random codes: FP32 (oneDNN), oneDNN's direct
 int8 convolution (quant.direct_conv, weights reordered on every call as in training) and im2col + int8 GEMM
-(quant.im2col): the measurement behind quant.integer.DIRECT_CONV_MIN_PIXELS and INT8_MIN_WGRAD_CHANNELS.
+(quant.im2col): the measurement behind quant.integer.DIRECT_CONV_MIN_PIXELS and INT8_MIN_CONV_BACKWARD_CHANNELS.
 
     python scripts/bench_int8.py --out results/bench/int8_cpu.md
 """
@@ -101,9 +101,10 @@ def bench_steps(model_name: str, args, log) -> list[str]:
     median = interleave({(v.name, m): (lambda v=v, m=m: v.step(m == "compile")) for v in variants
                          for m in args.modes}, args.rounds, args.steps)
     int8 = next(v for v in variants if v.name == "int8").choices
-    counts = {k: list(int8.values()).count(k) for k in ("int8", "exact", "fake")}
+    counts = {k: list(int8.values()).count(k) for k in ("int8", "int8-forward", "exact", "fake")}
     lines = [f"### {model_name}, batch {batch_size}, W{args.bits}A{args.bits}G{args.bits} LBT", "",
-             f"quant.kernel=int8 runs: {counts['int8']} layers int8, {counts['exact']} exact, {counts['fake']} fake "
+             f"quant.kernel=int8 runs: {counts['int8']} layers int8, {counts['int8-forward']} int8-forward, "
+             f"{counts['exact']} exact, {counts['fake']} fake "
              f"(kernel_choices); first/last layers stay FP32.", "",
              "| variant | mode | ms/step | ratio to FP32 (same mode) | first steps incl. compile (s) |",
              "|---|---|---:|---:|---:|"]
@@ -137,8 +138,9 @@ def bench_layers(args, log) -> list[str]:
         ("3x3 conv 8->8, 128x32x32", lambda: nn.Conv2d(8, 8, 3, padding=1), (128, 8, 32, 32)),
     ]
     import quant.integer as integer
-    saved = integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS
-    integer.INT8_MIN_WIDTH = integer.INT8_MIN_CONV_CHANNELS = 1  # measure int8 on every shape, whatever the rule says
+    saved = integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
+    # measure int8 (forward and backward) on every shape, whatever the rule says
+    integer.INT8_MIN_WIDTH = integer.INT8_MIN_CONV_CHANNELS = integer.INT8_MIN_CONV_BACKWARD_CHANNELS = 1
     lines = ["### One layer, forward + backward (eager), exact and int8 vs FP32 layer", "",
              "3x3 convolutions: padding 1, int8 as quant.integer lowers it (direct from DIRECT_CONV_MIN_PIXELS "
              "output pixels, else im2col).", "",
@@ -164,7 +166,7 @@ def bench_layers(args, log) -> list[str]:
                          f"| {1e3 * t['int8']:.1f} | {t['int8'] / t['exact']:.2f} |")
             log(lines[-1])
     finally:
-        integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS = saved
+        integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
     return lines + [""]
 
 

@@ -208,8 +208,9 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
     counts = ""
     if quantized:
         kinds = list(quantized[0].choices.values())
-        counts = (f"quant.kernel={args.kernel}: {kinds.count('int8')} layers int8, {kinds.count('exact')} exact, "
-                  f"{kinds.count('fake')} fake (kernel_choices); first/last layers stay FP32.")
+        counts = (f"quant.kernel={args.kernel}: {kinds.count('int8')} layers int8, {kinds.count('int8-forward')} "
+                  f"int8-forward (backward exact), {kinds.count('exact')} exact, {kinds.count('fake')} fake "
+                  f"(kernel_choices); first/last layers stay FP32.")
     lines = [f"### {title}, batch {batch_size}, {shape[1]}x{shape[2]}", "", counts, "",
              "| config | mode | ms/step | ratio to FP32 (same mode) | ratio to best FP32 | memory (MiB) "
              "| first steps incl. compile (s) |", "|---|---|---:|---:|---:|---:|---:|"]

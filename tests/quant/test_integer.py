@@ -26,12 +26,12 @@ def int8_convs_from_16_channels(monkeypatch):
     monkeypatch.setattr(integer, "INT8_MIN_CONV_CHANNELS", 16)
 
 
-# How an int8 convolution larger than 1x1 runs (quant.integer chooses by output pixels and input channels; the
-# layers here are small, so each lowering is forced): im2col GEMMs, oneDNN's direct int8 convolution for the
-# forward and dL/dX with an int8 GEMM or the exact path's float32 op for dL/dW.
-LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12},
-             "direct": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_WGRAD_CHANNELS": 1},
-             "direct-float-wgrad": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_WGRAD_CHANNELS": 10**6}}
+# How an int8 convolution larger than 1x1 runs (quant.integer chooses by output pixels and channels; the layers
+# here are small, so each lowering is forced): im2col GEMMs, oneDNN's direct int8 convolution for the forward and
+# dL/dX with an int8 GEMM for dL/dW, or ("int8-forward") oneDNN's forward with the exact path's backward.
+LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12, "INT8_MIN_CONV_BACKWARD_CHANNELS": 1},
+             "direct": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 1},
+             "direct-forward": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 10**6}}
 
 
 @pytest.fixture(params=LOWERINGS)
@@ -159,6 +159,33 @@ def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_
             assert torch.equal(t, t.round()) and t.abs().max() <= 255, func
 
 
+def test_resnet20_runs_its_narrow_convolutions_int8_forward_and_the_64_channel_ones_int8():
+    choices = kernel_choices(quantized_model(lambda: resnet20(num_classes=10), "int8"))
+    narrow = [name for name, kind in choices.items() if kind == "int8-forward"]
+    assert len(narrow) == 13 and all(n.startswith(("layer1.", "layer2.")) for n in narrow[:12])
+    assert narrow[12] == "layer3.0.conv1"  # 32 -> 64: narrower than the backward's rule on its input side
+    assert [n for n, kind in choices.items() if kind == "int8"] == [f"layer3.{b}.conv{c}" for b, c in
+                                                                     [(0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]]
+
+
+@pytest.mark.parametrize("min_pixels, forward_op", [(1, "quant.direct_conv"), (10**12, "aten.convolution")])
+def test_an_int8_forward_convolution_runs_its_backward_exact_and_runs_exact_without_onednn(monkeypatch, min_pixels,
+                                                                                           forward_op):
+    """conv3x3 (16 -> 24) is narrower than INT8_MIN_CONV_BACKWARD_CHANNELS: oneDNN's int8 forward where it has
+    the pixels, the exact path's float32 convolution otherwise; its backward is the exact path's either way."""
+    monkeypatch.setattr(integer, "DIRECT_CONV_MIN_PIXELS", min_pixels)
+    with OperandRecorder() as recorder:
+        choice, int8 = run_layer("conv3x3", "int8")
+    assert choice == "int8"
+    # the initialising no-grad call, the forward, then one float32 convolution_backward for dL/dX and dL/dW
+    assert [func.removesuffix(".default") for func, _ in recorder.operands] == [forward_op] * 2 + \
+        ["aten.convolution_backward"]
+    assert all(t.dtype == torch.float32 for t in recorder.operands[-1][1])
+    _, exact = run_layer("conv3x3", "exact")
+    assert_all(torch.equal, int8[:4], exact[:4])
+    torch._dynamo.reset()
+
+
 def test_the_fake_path_is_unchanged_by_default():
     assert QuantSpec(w_bits=4, a_bits=4, g_bits=4).kernel == "fake"
     kernel, _ = run_layer("linear", "fake")
@@ -197,7 +224,8 @@ def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, sha
     for kernel in ("fake", "exact", "int8"):
         model = quantized_model(make, kernel)
         if kernel == "int8":
-            assert list(kernel_choices(model).values()).count("int8") == int8_layers
+            label = "int8-forward" if conv_lowering == "direct-forward" and make is not mlp else "int8"
+            assert list(kernel_choices(model).values()).count(label) == int8_layers
         loss_fn = lambda: nn.functional.cross_entropy(model(x), y)  # noqa: E731
         torch.manual_seed(1)
         warmup_grad_intervals(model, loss_fn)
@@ -221,7 +249,8 @@ def test_compiled_integer_layers_match_eager(kernel, conv_lowering):
     eager = quantized_model(lambda: nn.Sequential(  # 3x3 stride 2, 1x1 and linear "int8" (first and last stay fp)
         nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 1),
         nn.ReLU(), nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Linear(128, 10)), kernel)
-    assert list(kernel_choices(eager).values()) == [kernel] * 3
+    conv = "int8-forward" if kernel == "int8" and conv_lowering == "direct-forward" else kernel
+    assert list(kernel_choices(eager).values()) == [conv, kernel, kernel]
     loss = lambda m: nn.functional.cross_entropy(m(x), y)  # noqa: E731
     warmup_grad_intervals(eager, lambda: loss(eager))
     compiled_model = copy.deepcopy(eager)
