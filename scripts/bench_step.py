@@ -20,6 +20,9 @@ im2col (quant.im2col), quantize (the integer path's quantizers, quant.integer's 
     python scripts/bench_step.py                          # CPU, 2 threads, prints a Markdown table
     python scripts/bench_step.py --device cuda --out results/bench/cuda.md
     python scripts/bench_step.py --models resnet20,resnet18,vit_tiny --bits 8,4 --policies lbt --kernel int8 --split
+
+--conv-rules F/B,... repeats every quantized row once per channel rule of quant.integer (3x3 convolutions int8 in
+the forward from F channels, in the backward from B), in the same process: the measurement behind that rule.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import torch
 import torch._inductor.config
 
 import train
-from quant import kernel_choices, quantize_, warmup_grad_intervals
+from quant import integer, kernel_choices, quantize_, warmup_grad_intervals
 from runtime.cli import config_choices
 from runtime.compile import compile_model
 from scripts.bench_common import compose_config, emit_report, sync
@@ -107,15 +110,21 @@ class Config:
     parameter split, fused optimizers, interval Adam, LR schedulers and non-finite check as a training run."""
 
     def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool,
-                 model: str = "resnet20", kernel: str = "fake") -> None:
-        self.name, self.bits = name, bits
+                 model: str = "resnet20", kernel: str = "fake", conv_rule: tuple[int, int] | None = None) -> None:
+        self.name, self.bits, self.conv_rule = name, bits, conv_rule
         cfg = row_config(name, bits, model, kernel)
         torch.manual_seed(0)
         self.task = train.build(cfg.task)
         self.model = train.build(cfg.model, num_classes=10, in_channels=3)
         spec = train.build_quant_spec(cfg)
         if not spec.is_full_precision:
-            quantize_(self.model, spec)
+            saved = integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
+            if conv_rule is not None:  # read when the layers are quantized, so the model keeps it
+                integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
+            try:
+                quantize_(self.model, spec)
+            finally:
+                integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
         self.choices = kernel_choices(self.model)
         self.model.to(device).train()
         if channels_last:
@@ -128,6 +137,13 @@ class Config:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         self.compiled = compile_model(self.model)
+
+    @property
+    def label(self) -> str:
+        if self.name == "fp32":
+            return "FP32"
+        rule = "" if self.conv_rule is None else f", conv int8 fwd >= {self.conv_rule[0]}, bwd >= {self.conv_rule[1]}"
+        return f"W{self.bits}A{self.bits}G{self.bits} {self.name}{rule}"
 
     def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
         model = self.compiled if compiled else self.model
@@ -168,10 +184,10 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
     modes = args.modes
-    rows = [("fp32", 32)] + [(p, b) for b in args.bits for p in args.policies]
+    rows = [("fp32", 32, None)] + [(p, b, r) for b in args.bits for p in args.policies for r in args.conv_rules]
     configs, compile_s = [], {}
-    for name, bits in rows:
-        config = Config(name, bits, device, (x, y), channels_last, model, args.kernel)
+    for name, bits, rule in rows:
+        config = Config(name, bits, device, (x, y), channels_last, model, args.kernel, rule)
         for mode in modes:
             t0 = time.perf_counter()
             for _ in range(args.warmup + (1 if mode == "compile" else 0)):  # the first compiled call compiles
@@ -179,8 +195,7 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
             sync(device)
             compile_s[config, mode] = time.perf_counter() - t0
         configs.append(config)
-        print(f"[{time.perf_counter() - started:6.0f}s] ready: {model} {name} {bits} bits", file=sys.stderr,
-              flush=True)
+        print(f"[{time.perf_counter() - started:6.0f}s] ready: {model} {config.label}", file=sys.stderr, flush=True)
 
     times = {(c, m): [] for c in configs for m in modes}
     peaks = {key: 0.0 for key in times}
@@ -206,19 +221,20 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
     best_fp32 = min(median_ms[fp32, m] for m in modes)
     quantized = [c for c in configs if c.name != "fp32"]
     counts = ""
-    if quantized:
-        kinds = list(quantized[0].choices.values())
-        counts = (f"quant.kernel={args.kernel}: {kinds.count('int8')} layers int8, {kinds.count('int8-forward')} "
-                  f"int8-forward (backward exact), {kinds.count('exact')} exact, {kinds.count('fake')} fake "
-                  f"(kernel_choices); first/last layers stay FP32.")
+    for config in quantized[:len(args.conv_rules)]:
+        kinds = list(config.choices.values())
+        rule = "" if config.conv_rule is None else f" (conv rule {config.conv_rule[0]}/{config.conv_rule[1]})"
+        counts += (f"quant.kernel={args.kernel}{rule}: {kinds.count('int8')} layers int8, "
+                   f"{kinds.count('int8-forward')} int8-forward (backward exact), {kinds.count('exact')} exact, "
+                   f"{kinds.count('fake')} fake (kernel_choices); first/last layers stay FP32. ")
+    counts = counts.strip()
     lines = [f"### {title}, batch {batch_size}, {shape[1]}x{shape[2]}", "", counts, "",
              "| config | mode | ms/step | ratio to FP32 (same mode) | ratio to best FP32 | memory (MiB) "
              "| first steps incl. compile (s) |", "|---|---|---:|---:|---:|---:|---:|"]
     for config in configs:
         for mode in modes:
             key = (config, mode)
-            shown = "FP32" if config.name == "fp32" else f"W{config.bits}A{config.bits}G{config.bits} {config.name}"
-            lines.append(f"| {shown} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
+            lines.append(f"| {config.label} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
                          f"| {median_ms[key] / best_fp32:.2f}x | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
     if splits:
         lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm`, oneDNN int8 conv (weight reorder "
@@ -226,8 +242,7 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
                   "quantizers; rest: everything else, profiler overhead included):", "",
                   "| config | step | GEMM | im2col | quantize | rest |", "|---|---:|---:|---:|---:|---:|"]
         for config, sp in splits.items():
-            shown = "FP32" if config.name == "fp32" else f"W{config.bits}A{config.bits}G{config.bits} {config.name}"
-            lines.append(f"| {shown} | {sp['total']:.0f} | {sp['gemm']:.0f} | {sp['im2col']:.0f} "
+            lines.append(f"| {config.label} | {sp['total']:.0f} | {sp['gemm']:.0f} | {sp['im2col']:.0f} "
                          f"| {sp['quantize']:.0f} | {sp['rest']:.0f} |")
     return lines + [""]
 
@@ -242,6 +257,9 @@ def main() -> None:
     parser.add_argument("--policies", default="minmax,fixed,mse,lbt")
     parser.add_argument("--kernel", default="fake", choices=("fake", "exact", "int8"),
                         help="quant.kernel of the quantized rows (docs/methods.md §1.9)")
+    parser.add_argument("--conv-rules", default="",
+                        help="F/B,...: each quantized row once per quant.integer channel rule (int8 3x3 convolutions "
+                             "in the forward from F channels, in the backward from B); default: the module's rule")
     parser.add_argument("--modes", default="eager,compile")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant after compilation")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
@@ -261,6 +279,12 @@ def main() -> None:
     args.modes = [m for m in args.modes.split(",") if m]
     args.policies = [p for p in args.policies.split(",") if p]
     args.bits = [int(b) for b in str(args.bits).split(",") if b]
+    try:
+        args.conv_rules = [tuple(int(n) for n in r.split("/", 1)) for r in args.conv_rules.split(",") if r] or [None]
+    except ValueError:
+        raise SystemExit(f"--conv-rules {args.conv_rules!r}: use F/B pairs of channel counts, e.g. 16/64,64/64")
+    if any(r is not None and (len(r) != 2 or min(r) < 1) for r in args.conv_rules):
+        raise SystemExit(f"--conv-rules {args.conv_rules}: use F/B pairs of positive channel counts, e.g. 16/64,64/64")
     models = [m for m in args.models.split(",") if m]
     unknown = ([n for n in args.policies if n not in POLICIES] + [m for m in args.modes if m not in ("eager", "compile")]
                + [m for m in models if m not in MODELS])

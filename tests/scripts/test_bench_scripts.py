@@ -42,13 +42,23 @@ def test_bench_apt_times_every_row_against_fixed_point(tmp_path):
 def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
     report = run_bench("bench_step.py", "--models", "resnet20", "--batch-size", "4", "--bits", "4",
                        "--policies", "minmax", "--kernel", "int8", "--modes", "eager", "--warmup", "1",
-                       "--rounds", "1", "--steps", "1", "--split", out=tmp_path / "step.md")
+                       "--rounds", "1", "--steps", "1", "--split", "--conv-rules", "16/64,64/64",
+                       out=tmp_path / "step.md")
     rows = table_rows(report)
-    assert [r[:2] for r in rows if r[1] == "eager"] == [["FP32", "eager"], ["W4A4G4 minmax", "eager"]]
+    quantized = ["W4A4G4 minmax, conv int8 fwd >= 16, bwd >= 64", "W4A4G4 minmax, conv int8 fwd >= 64, bwd >= 64"]
+    assert [r[:2] for r in rows if r[1] == "eager"] == [["FP32", "eager"]] + [[q, "eager"] for q in quantized]
     assert ratio(rows[0][3]) == 1.0
     split = [r for r in rows if r[1].replace(".", "").isdigit()]  # config | step | GEMM | im2col | quantize | rest
-    assert [r[0] for r in split] == ["FP32", "W4A4G4 minmax"]
-    assert "kernel_choices" in report
+    assert [r[0] for r in split] == ["FP32"] + quantized
+    # each rule's layer counts: ResNet-20's 13 narrow 3x3 convolutions are int8-forward under 16/64 only
+    assert "(conv rule 16/64): 5 layers int8, 13 int8-forward (backward exact), 0 exact" in report
+    assert "(conv rule 64/64): 5 layers int8, 0 int8-forward (backward exact), 13 exact" in report
+
+
+def test_bench_step_rejects_a_malformed_conv_rule():
+    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--conv-rules" in proc.stderr and "16/64" in proc.stderr
 
 
 def test_bench_int8_times_the_convolution_lowerings(tmp_path):
