@@ -50,10 +50,11 @@ from quant.primitives import grid_index, unsigned_levels
 INT8_MIN_WIDTH = 64
 # Convolutions with a kernel larger than 1x1 run their forward int8 from this many input and output channels, and
 # their backward (dL/dX and dL/dW) int8 from INT8_MIN_CONV_BACKWARD_CHANNELS. Alone, oneDNN's int8 forward is
-# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x
-# (scripts/bench_int8.py), but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the
-# uint8 gradient codes, the float activation codes rebuilt for dL/dW): over one process, rule 16 for both ran
-# 1.02x FP32, the backward kept exact below 64 channels 0.95x (results/bench/cpu_resnet20_rules.md).
+# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x,
+# but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the uint8 gradient codes,
+# the float activation codes rebuilt for dL/dW). ResNet-20's compiled W8 step in one process, ratio to FP32
+# (results/bench/cpu_resnet20_rules.md): this rule 1.00x, int8 from 64 channels only 1.10x, forward and backward
+# from 16 1.07x, forward from 32 1.05x.
 INT8_MIN_CONV_CHANNELS = 16
 INT8_MIN_CONV_BACKWARD_CHANNELS = 64
 # An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
