@@ -185,7 +185,7 @@ def _lowering(op: LayerOp, x: Tensor) -> tuple[LayerOp, bool, LayerOp]:
     without int8_backward runs its forward int8 only through quant.direct_conv and its backward exact, and runs
     exact entirely where quant.direct_conv does not apply."""
     direct = _direct(op, x)
-    if op.int8_backward:
+    if op.int8_backward or not op.int8:  # all int8, or all exact
         return op, direct, op
     exact = replace(op, int8=False)
     return (op if direct else exact), direct, exact
