@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup venv data demo test bench table clean
+.PHONY: setup venv data demo test test-flaky bench table clean
 
 setup: venv data
 
@@ -33,6 +33,14 @@ demo: setup
 
 test: setup
 	WANDB_MODE=disabled $(BIN)/python -m pytest
+
+# The tests that touch timing, processes and W&B's service, repeated (pytest-repeat) and stopped at the first failure:
+# `make test-flaky FLAKY_COUNT=50 FLAKY_TESTS=tests/runtime/test_run_logger.py` runs one file 50 times.
+FLAKY_COUNT ?= 10
+FLAKY_TESTS ?= tests/runtime/test_run_logger.py tests/runtime/test_preemption_guard.py tests/runtime/test_run_lock.py \
+	tests/test_preemption.py tests/test_ddp.py tests/test_launchers.py
+test-flaky: setup
+	WANDB_MODE=disabled $(BIN)/python -m pytest -x --count=$(FLAKY_COUNT) --repeat-scope=session $(FLAKY_TESTS)
 
 bench: setup
 	$(BIN)/python scripts/bench_step.py

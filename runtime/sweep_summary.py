@@ -138,3 +138,4 @@ class SweepSummary(Callback):
             run.summary["sweep/markdown"] = render_markdown(table)
         finally:
             run.finish()
+            wandb.teardown()  # finish() returns before the run's file is on disk (runtime/run_logger.py, finish)
