@@ -38,7 +38,8 @@ from runtime.run_logger import NullLogger, RunLogger, WandbSpec
 from search.nce import NullSearch, architecture_parameters
 
 log = logging.getLogger("train")
-OmegaConf.register_new_resolver("run_id", cli.run_id, replace=True)
+OmegaConf.register_new_resolver(
+    "run_id", lambda overrides: cli.run_id(overrides, world=distributed.launched_world_size()), replace=True)
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,8 @@ class RunSpec:
             raise ValueError(f"device={self.device} is invalid: use auto, cpu, cuda or cuda:N")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device} but no CUDA GPU is visible: use device=cpu or device=auto")
+        if self.amp and self.device == "cpu":
+            raise ValueError("amp=true is invalid with device=cpu: bf16 autocast runs on CUDA only; use amp=false")
         minutes = self.checkpoint_every_min
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
             raise ValueError(f"checkpoint_every_min={minutes} is invalid: use minutes > 0, or null for epoch ends only")
@@ -95,6 +98,14 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
                      precision=build(precision) if precision is not None else None,
                      kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"))
+
+
+def check_learning_rates(cfg: DictConfig) -> None:
+    """torch's own check (`Invalid learning rate: -0.1`) comes after the data loads and names no key."""
+    for key in ("optim.optimizer.lr", "quant.interval_lr"):
+        lr = OmegaConf.select(cfg, key)
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise ValueError(f"{key}={lr} is invalid: use a learning rate > 0")
 
 
 def store_effective_bits(cfg: DictConfig, qspec: QuantSpec) -> None:
@@ -179,6 +190,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
                       checkpoint_every_min=cfg.checkpoint_every_min, device=str(cfg.device), amp=cfg.amp,
                       compile=cfg.compile, deterministic=cfg.deterministic, channels_last=cfg.channels_last,
                       progress=cfg.progress)
+        check_learning_rates(cfg)
         qspec = build_quant_spec(cfg)
         quantized = not qspec.is_full_precision
         store_effective_bits(cfg, qspec)
@@ -194,6 +206,10 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
     if refusal:  # never resume (or skip as done) a run folder that holds another config's state
         raise RunFolderRefused(refusal)
     previous = read_summary(run_dir)
+    world = distributed.launched_world_size()
+    if previous and previous.get("world_size", 1) != world:  # another global batch: never skip or resume as it
+        raise RunFolderRefused(f"{run_dir} holds a run of {previous.get('world_size', 1)} process(es), this one has "
+                               f"{world}: choose another name=... for it")
     if previous and previous.get("status") == "finished":
         log.info(f"{run_dir} already finished; skipping (delete its summary.json to run it again)")
         return previous
@@ -221,7 +237,10 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     search = build(cfg.search, model=model, bundle=bundle) if cfg.get("search") else NullSearch()
     bundle.shard(dist.rank, dist.world)
     if quantized:
-        quantize_(model, qspec)
+        try:
+            quantize_(model, qspec)
+        except ValueError as e:  # e.g. a keep_fp pattern that names no layer of this model
+            raise ConfigError(str(e)) from e
         labels["quantized_layers"] = sum(isinstance(m, (QConv2d, QLinear)) for m in model.modules())
         if not labels["quantized_layers"]:
             raise ConfigError(f"no layer was quantized although bits={labels['bits']}: quant.keep_fp="
@@ -272,6 +291,8 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
         logger = NullLogger()
     if ckpt:
         log.info(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch} (step {step})")
+    if run.amp and device.type != "cuda":
+        log.warning(f"amp=true has no effect on {device.type}: bf16 autocast runs on CUDA only")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run.amp and device.type == "cuda" else nullcontext()
     primary = f"test/{task.metric}"
     started = time.perf_counter()
@@ -385,6 +406,18 @@ def _train(cfg, run, qspec, quantized, labels, wandb_spec, dist, run_dir, overri
     return summary
 
 
+def remove_empty_run_dir(cfg: DictConfig) -> None:
+    """Hydra makes the run folder before the job starts; a rejected command must not leave it (nor its empty
+    results/<name>/ parent) behind. Only empty folders are removed, up to results_dir."""
+    results, folder = Path(cfg.results_dir).resolve(), Path(cfg.run_dir).resolve()
+    while folder != results and results in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run's files, train.log) or already gone
+            return
+        folder = folder.parent
+
+
 def record_failure(cfg: DictConfig, error: BaseException) -> None:
     """A failed job leaves a summary saying why, so a sweep's table lists it instead of silently missing it."""
     run_dir = Path(cfg.run_dir)
@@ -407,13 +440,15 @@ def main(cfg: DictConfig) -> dict | None:
             log.error(f"job refused: {e}")
             return None
         print(f"error: {e}", file=sys.stderr)
+        remove_empty_run_dir(cfg)
         sys.exit(2)
     except ConfigError as e:
         if multirun:  # one bad job must not stop the rest of the sweep
             record_failure(cfg, e)
             log.error(f"job failed: {e}")
             return None
-        print(f"error: {e}", file=sys.stderr)  # a rejected command leaves no file, train.log included
+        print(f"error: {e}", file=sys.stderr)  # a rejected command leaves no file and no folder, train.log included
+        remove_empty_run_dir(cfg)
         sys.exit(2)
     except SystemExit:
         raise

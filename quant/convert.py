@@ -30,11 +30,17 @@ def quantize_(model: nn.Module, spec: QuantSpec,
 
     Kept in full precision: the first conv and last linear when `spec.keep_first_last`, names matching any
     `spec.keep_fp` pattern, and modules for which `filter_fn(module, name)` is False. Parameter names and
-    full-precision state_dict keys are unchanged. A full-precision spec leaves the model untouched.
+    full-precision state_dict keys are unchanged. A full-precision spec leaves the model untouched. A `keep_fp`
+    pattern that matches no conv or linear layer is a ValueError.
     """
     if spec.is_full_precision:
         return model
     candidates = [(name, m) for name, m in model.named_modules() if type(m) in _SWAPS]
+    names = [name for name, _ in candidates]
+    for pattern in spec.keep_fp:  # a typo would silently quantize the layer it meant to keep
+        if not any(fnmatch(name, pattern) for name in names):
+            raise ValueError(f"quant.keep_fp pattern {pattern!r} matches no conv or linear layer of "
+                             f"{type(model).__name__}: its layers are named like {', '.join(names[:3])}, ...")
     kept = _kept_first_last(candidates) if spec.keep_first_last else set()
     for name, module in candidates:
         if name in kept or any(fnmatch(name, pattern) for pattern in spec.keep_fp):

@@ -24,6 +24,11 @@ CONFIG_NAME = "config"
 MAX_RUN_ID = 120  # characters of a run folder name; NAME_MAX is 255 bytes, and a folder name is read by people
 # Keys whose value is an integer or null although their default is one of the two (null = full precision / default).
 NUMBER_OR_NULL = ("checkpoint_every_min",)
+# Settings that do not change what a run computes (where and how fast it runs, what it prints, where files live):
+# configs/config.yaml leaves them out of the run folder's name and runtime/resume_guard ignores them when it compares
+# configs; tests/runtime/test_run_identity.py keeps the three lists equal. A sweep over one of them is refused.
+SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger.mode", "logger.project",
+                    "logger.entity", "data.num_workers", "hydra.launcher.n_jobs", "checkpoint_every_min")
 INT_OR_NULL = ("bits", "threads", "quant.bits.w", "quant.bits.a", "quant.bits.g", "data.train_subset",
                "data.train_limit", "data.test_limit")
 
@@ -138,6 +143,54 @@ def _unknown_key(key: str, candidates: list[str]) -> str:
     return f"{key} is not a config {'key' if '.' in key else 'key or group'}: {hint} (+{key}=... adds a new key)"
 
 
+def _repeated(parsed) -> str | None:
+    """`data=synthetic ... data=fashion_mnist`: Hydra silently keeps the last; a typo in a long command goes unseen."""
+    seen = {}
+    for override in parsed:
+        name = override.key_or_group
+        if name in seen:
+            return (f"{name} is given twice ({seen[name]} and {override.input_line}): keep one; a sweep over several "
+                    f"values is one override, {name}=a,b with -m")
+        seen[name] = override.input_line
+    return None
+
+
+def _sweep_sharing_a_folder(parsed, argv: list[str]) -> str | None:
+    """A multirun over a key that does not name the run folder would send every value into one folder: the first
+    job trains, the others resume it or skip it as finished. Refuse it (the folder name is the run's identity)."""
+    if not ({"-m", "--multirun"} & set(argv)):
+        return None
+    for override in parsed:
+        name = override.key_or_group
+        if name in SAME_FOLDER_KEYS and len(list(_values(override))) > 1:
+            return (f"{override.input_line} sweeps a setting that does not name the run folder (it does not change "
+                    f"results), so its jobs would share one folder: run one command per value, each with its own "
+                    f"name=...")
+    return None
+
+
+def _bits_conflict(key_overrides, group_overrides: list[str], defaults: dict[str, Any]) -> str | None:
+    """`bits=N` sets W, A and G at once; beside `quant.bits.w=...`, `quant=fp32` or `quant=apt` one of the two
+    settings would be silently dropped, so the command is refused and both are named."""
+    def widths(override) -> set:
+        return {32 if value is None else value for value, _ in _values(override)}
+
+    bits = next((o for o in key_overrides if o.key_or_group == "bits"), None)
+    if bits is None or widths(bits) == {32}:
+        return None
+    for per_role in (o for o in key_overrides if o.key_or_group.startswith("quant.bits.")):
+        if widths(per_role) != widths(bits):
+            return (f"{bits.input_line} conflicts with {per_role.input_line}: bits= sets W, A and G at once; use "
+                    f"quant.bits.w/a/g alone for different widths")
+    quant = next((g for g in group_overrides if g.startswith("quant=")), None)
+    if quant is not None and all(defaults.get(f"quant.bits.{role}") in (None, 32) for role in "wag"):
+        return f"{bits.input_line} conflicts with {quant} (full precision): drop one of them"
+    if quant is not None and defaults.get("quant.precision") is not None:
+        return (f"{bits.input_line} conflicts with {quant}: APT starts every role at quant.bits.w/a/g (one of "
+                f"quant.precision.candidates); set those instead")
+    return None
+
+
 def check_overrides(argv: list[str]) -> str | None:
     """A one-line error for the first bad override in `sys.argv[1:]`, else None (then Hydra runs as usual).
 
@@ -161,6 +214,9 @@ def check_overrides(argv: list[str]) -> str | None:
             return (f"{text} is not a valid override ({why}): check its quotes and brackets, see "
                     f"https://hydra.cc/docs/advanced/override_grammar/basic/")
 
+    error = _repeated(parsed) or _sweep_sharing_a_folder(parsed, argv)
+    if error:
+        return error
     groups = config_groups()
     group_overrides, key_overrides = [], []
     for override in parsed:
@@ -185,6 +241,9 @@ def check_overrides(argv: list[str]) -> str | None:
     defaults = _compose_defaults(group_overrides)
     if defaults is None:
         return None
+    error = _bits_conflict(key_overrides, group_overrides, defaults)
+    if error:
+        return error
     for override in key_overrides:
         key = override.key_or_group
         if override.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and key not in defaults:
@@ -205,14 +264,19 @@ def check_overrides(argv: list[str]) -> str | None:
 check_group_overrides = check_overrides  # the name train.py used before keys and values were checked too
 
 
-def run_id(override_dirname: str) -> str:
+def run_id(override_dirname: str, world: int = 1) -> str:
     """Folder name of a run, derived from its overrides so sweep jobs never overwrite each other.
 
-    `quant/grad=lbt,bits=4` -> `quant.grad=lbt,bits=4`; no overrides -> `default`. Past MAX_RUN_ID characters (a long
-    override list would otherwise end in "File name too long" at 255 bytes), the name keeps the whole overrides that
-    fit and ends in 8 hex digits of the SHA-1 of the full string: `bits=4,data.num_test=16,...-3f9a2c1b`.
+    `quant/grad=lbt,bits=4` -> `quant.grad=lbt,bits=4`; no overrides -> `default`. A run of `world` > 1 processes
+    (torchrun, a multi-task SLURM job) ends in `,world=N`: its global batch and rounding noise differ from a
+    1-process run of the same command, so the two must never resume or skip as each other. Past MAX_RUN_ID
+    characters (a long override list would otherwise end in "File name too long" at 255 bytes), the name keeps the
+    whole overrides that fit and ends in 8 hex digits of the SHA-1 of the full string: `bits=4,...-3f9a2c1b`.
     """
-    name = override_dirname.replace("/", ".") or "default"
+    name = override_dirname.replace("/", ".")
+    if world > 1:
+        name = f"{name},world={world}" if name else f"world={world}"
+    name = name or "default"
     if len(name.encode()) <= MAX_RUN_ID:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]

@@ -80,14 +80,21 @@ def _export_submitit_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def launched_world_size() -> int:
+    """How many processes the launcher started for this run (torchrun's WORLD_SIZE, a submitit job's tasks); 1 alone.
+
+    Known before the process group exists, so the run folder's name can carry it (runtime.cli.run_id)."""
+    _export_submitit_env()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str) -> Dist:
     """Join the process group the launcher described (if any) and pick this rank's device.
 
     `device` is the run's setting: auto | cpu | cuda | cuda:N. Under several ranks, cuda means this rank's
     local GPU (LOCAL_RANK); the backend is NCCL on GPUs and gloo on CPUs.
     """
-    _export_submitit_env()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if world < 2:
         return Dist(device=torch.device(("cuda" if use_cuda else "cpu") if device == "auto" else device))

@@ -11,11 +11,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from runtime.cli import SAME_FOLDER_KEYS
+
 CONFIG_NAME = "config.yaml"
-# Keys (and whole subtrees) that do not change what a run computes: where and how fast it runs, what it prints, where
-# files live. `amp`, `deterministic` and `channels_last` change numerics, so they count.
-IGNORED = ("device", "compile", "threads", "progress", "log_every", "logger", "results_dir", "data_root", "run_dir",
-           "run_id", "checkpoint_every_min", "hydra", "data.num_workers",
+# Keys (and whole subtrees) that do not change what a run computes: the settings that do not name the run folder
+# (runtime.cli.SAME_FOLDER_KEYS), where files live, and all of W&B's labels. `amp`, `deterministic` and
+# `channels_last` change numerics, so they count (and name the folder).
+IGNORED = (*SAME_FOLDER_KEYS, "logger", "results_dir", "data_root", "run_dir", "run_id", "hydra",
            "data.root", "data.benchmark_root")  # ${data_root}/...: moving the datasets changes no result
 MAX_SHOWN = 5
 

@@ -35,6 +35,13 @@ def other_config(results: Path) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def torchrun_result(results: Path) -> None:
+    """The folder holds a finished 2-process (torchrun) run: another global batch, not this command's result."""
+    run_dir = results / "default" / RUN_ID
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"status": "finished", "world_size": 2, "final": {"test/top1": 50.0}}')
+
+
 CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "unknown model": (["model=resnet99"], "resnet99", None),
     "unknown grad policy": (["quant/grad=lbtt"], "lbtt", None),
@@ -72,14 +79,27 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "NCE export over a hand-written model config": (["search=nce", "search.export_name=resnet20"], "resnet20.yaml", None),
     "NCE zero budget": (["search=nce", "search.budget=0"], "search.budget=0", None),
     "NCE on a network without residual blocks": (["search=nce", "model=mobilenet_v2"], "no free width", None),
+    # issue 27: each of these was accepted, or failed late, before its fix
+    "sweep over a key that does not name the folder": (["-m", "compile=false,true"], "compile=false,true", None),
+    "result of a 2-process run": ([], "2 process", torchrun_result),
+    "bits beside quant=fp32": (["bits=8", "quant=fp32"], "quant=fp32", None),
+    "bits beside a per-role width": (["bits=4", "quant.bits.w=8"], "quant.bits.w=8", None),
+    "bits beside quant=apt": (["bits=16", "quant=apt"], "quant=apt", None),
+    "group given twice": (["data=fashion_mnist", "data=synthetic"], "given twice", None),
+    "key given twice": (["seed=1", "seed=2"], "given twice", None),
+    "keep_fp pattern that matches no layer": (["quant.keep_fp=[layer9.*]"], "layer9", None),
+    "negative learning rate": (["optim.optimizer.lr=-0.1"], "optim.optimizer.lr=-0.1", None),
+    "APT with the int8 kernel": (["quant=apt", "quant.kernel=int8"], "quant.kernel=int8", None),
+    "amp on the CPU": (["amp=true", "device=cpu"], "amp=true", None),
     "unreadable checkpoints": ([], "checkpoint", corrupt_checkpoints),
     "run folder of another config": ([], "seed", other_config),
 }
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
+    """Every file (size, mtime) and every folder: an empty run folder left behind counts as written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "folder"
+            for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("overrides, word, setup", CASES.values(), ids=CASES.keys())
@@ -92,8 +112,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides,
     before = snapshot(tmp_path)
     groups = {o.split("=")[0] for o in overrides}
     base = [o for o in BASE if o.split("=")[0] not in groups]
+    flags, overrides = [o for o in overrides if o.startswith("-")], [o for o in overrides if not o.startswith("-")]
     env = {**os.environ, "WANDB_MODE": "disabled", "DATA_ROOT": str(data_root)}
-    result = subprocess.run([sys.executable, "train.py", *base, *overrides, f"results_dir={results}"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "train.py", *flags, *base, *overrides, f"results_dir={results}"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
