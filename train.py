@@ -35,6 +35,7 @@ from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
 from runtime.run_lock import RunInUseError, run_lock
 from runtime.run_logger import NullLogger, RunLogger, WandbSpec
+from runtime.sweep_summary import mark_refused
 from search.nce import NullSearch, architecture_parameters
 
 log = logging.getLogger("train")
@@ -438,6 +439,7 @@ def main(cfg: DictConfig) -> dict | None:
     except (RunFolderRefused, RunInUseError) as e:  # the folder is not ours to write a failure into
         if multirun:
             log.error(f"job refused: {e}")
+            mark_refused(Path(cfg.run_dir))  # the sweep counts it as failed, not as the folder's earlier run
             return None
         print(f"error: {e}", file=sys.stderr)
         remove_empty_run_dir(cfg)

@@ -36,6 +36,17 @@ from runtime.results_table import CSV_COLUMNS, ResultTable, build_table, render_
 log = logging.getLogger(__name__)
 #: file in each job's folder naming the sweep that last ran the job
 SWEEP_ID_FILE = ".sweep_id"
+#: file a refused job leaves beside SWEEP_ID_FILE: the folder's summary is another run's, not this sweep's job's
+REFUSED_FILE = ".sweep_refused"
+
+
+def mark_refused(run_dir: Path) -> None:
+    """A job refused its folder (another config's run, or one in use): count it as failed, not as the folder's
+    earlier run. Its only write there is this marker, beside the sweep id that `on_job_start` already left."""
+    try:
+        atomic.write_text(Path(run_dir) / REFUSED_FILE, (Path(run_dir) / SWEEP_ID_FILE).read_text())
+    except OSError as err:
+        log.warning("sweep summary: could not mark the refused job in %s: %s", run_dir, _one_line(err))
 
 
 def count_statuses(table: ResultTable) -> dict[str, int]:
@@ -57,7 +68,10 @@ def sweep_job_statuses(sweep_dir: Path, sweep_id: str) -> dict[str, str]:
             continue
         run_dir = marker.parent
         summary = read_summary(run_dir)
-        if summary is None:
+        refused = run_dir / REFUSED_FILE
+        if refused.exists() and refused.read_text().strip() == sweep_id:
+            statuses[run_dir.name] = "refused"
+        elif summary is None:
             statuses[run_dir.name] = "unreadable" if (run_dir / SUMMARY).exists() else "missing"
         else:
             statuses[run_dir.name] = str(summary.get("status", "running"))

@@ -41,3 +41,26 @@ def test_multirun_sweep_builds_its_table_and_records_the_failed_job(tmp_path):
     assert {(s["model"], s["data"], s["task"]) for s in finished.values()} == {("resnet20", "synthetic", "classification")}
     # The sweep-summary callback wrote the same table into the sweep folder.
     assert "minmax" in (sweep / "table.md").read_text() and (sweep / "table.csv").exists()
+
+
+def test_a_job_refused_by_its_folder_counts_as_failed(tmp_path):
+    """The folder holds a finished run of another config: the job is refused, and the sweep must not report the old
+    run's "finished" as this job's result."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from runtime.cli import CONFIG_DIR
+
+    args = ["data=synthetic", "optim.epochs=1", "name=refused"]
+    run_dir = tmp_path / "refused" / "data=synthetic,optim.epochs=1"
+    run_dir.mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        other = compose("config", overrides=[*args, "seed=5", "run_id=x"])
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(other, resolve=True))
+    (run_dir / "summary.json").write_text('{"status": "finished", "final": {"test/top1": 50.0}}')
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run([sys.executable, "train.py", "-m", *args, f"results_dir={tmp_path}"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("1/1 jobs failed"), result.stderr[-2000:]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"  # the old run is untouched
