@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import assemble
 import train
 from quant import quantize_
 from runtime.cli import CONFIG_DIR, config_choices
@@ -33,7 +34,7 @@ def compose_cfg(tmp_path, overrides):
 def test_every_config_file_composes(tmp_path, group):
     for choice in config_choices(group):
         cfg = compose_cfg(tmp_path, [f"{group}={choice}"])
-        train.build_quant_spec(cfg)  # validated spec: every quant/grad file instantiates
+        assemble.build_quant_spec(cfg)  # validated spec: every quant/grad file instantiates
         assert cfg.task._target_ and cfg.model._target_ and cfg.data._target_, (group, choice)
 
 
@@ -111,8 +112,8 @@ def test_interval_lr_follows_the_weight_schedule_unless_switched_off(tmp_path, s
     cfg = compose_cfg(tmp_path, [*TINY, "optim=sgd_multistep", "optim.scheduler.milestones=[1,2]",
                                  f"quant.interval_lr_schedule={str(scheduled).lower()}"])
     model = instantiate(cfg.model, num_classes=10, in_channels=3)
-    quantize_(model, train.build_quant_spec(cfg))
-    optimizers, schedulers, _ = train.build_optimizers(cfg, model, steps_per_epoch=2, epochs=3)
+    quantize_(model, assemble.build_quant_spec(cfg))
+    optimizers, schedulers, _ = assemble.build_optimizers(cfg, model, steps_per_epoch=2, epochs=3)
     lrs = []
     for _ in range(5):
         lrs.append(optimizers[1].param_groups[0]["lr"])
@@ -185,7 +186,7 @@ def test_compile_true_steps_the_model_that_compile_model_returns(tmp_path, monke
         compiled.append(module)
         counters["graph_break"]["Failed to trace builtin operator"] += 2  # as dynamo counts a break
         return module
-    monkeypatch.setattr(train, "compile_model", spy)
+    monkeypatch.setattr(assemble, "compile_model", spy)
     summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=apt", "compile=true"]), {"quant": "apt"})
     assert summary["status"] == "finished" and summary["steps"] == 2
     assert len(compiled) == 1  # one process: the step model, which also evaluates

@@ -40,11 +40,11 @@ def test_full_precision_is_labelled_fp32_whatever_the_gradient_policy():
 
 
 def test_apt_is_labelled_by_its_choice_and_its_candidates_not_by_the_unused_gradient_policy():
-    import train
+    import assemble
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["quant=apt", "quant/grad=mse"], return_hydra_config=True)
-    spec = train.build_quant_spec(cfg)
+    spec = assemble.build_quant_spec(cfg)
     bits = bits_label(spec.w_bits, spec.a_bits, spec.g_bits, adaptive=spec.precision)
     labels = run_labels(cfg, cfg.hydra.runtime.choices, bits=bits)
     assert labels["quantizer"] == "apt" and labels["bits"] == "apt8-24"

@@ -1,0 +1,267 @@
+"""Config -> a `Run`: every object a training step needs, built one way for the trainer and every benchmark.
+
+Two stages, so that a bad value never costs a data load:
+1. `read_specs(cfg)`: the config's values checked into frozen specs (`Specs`); every bad value is a one-line
+   `ConfigError` here, before any data or model is touched.
+2. `assemble(cfg, specs, dist)`: task, data, model (quantized), search, optimizers, schedulers, the step model
+   (DDP-wrapped, compiled) and the eval model, in the order that fixes the initial weights for a seed.
+`Run.train_step(batch)` is the step a run takes and a benchmark times. The config is read here and in train.py only.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from quant import QuantSpec, quant_parameters, quantize_
+from quant.lifecycle import QuantLifecycle
+from runtime import distributed, run_info
+from runtime.compile import compile_model
+from runtime.run_logger import WandbSpec
+from search.nce import NullSearch, architecture_parameters
+
+log = logging.getLogger("train")
+
+
+class ConfigError(ValueError):
+    """A bad value in the config or data setup, reported in one line before any training starts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    epochs: int
+    log_every: int
+    max_nonfinite_steps: int
+    checkpoint_every_min: float | None
+    device: str
+    amp: bool
+    compile: bool
+    deterministic: bool
+    channels_last: bool
+    progress: bool
+
+    def __post_init__(self):
+        for key, value in (("optim.epochs", self.epochs), ("log_every", self.log_every),
+                           ("max_nonfinite_steps", self.max_nonfinite_steps)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key}={value} is invalid: use an integer >= 1")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device={self.device} is invalid: use auto, cpu, cuda or cuda:N")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device} but no CUDA GPU is visible: use device=cpu or device=auto")
+        if self.amp and self.device == "cpu":
+            raise ValueError("amp=true is invalid with device=cpu: bf16 autocast runs on CUDA only; use amp=false")
+        minutes = self.checkpoint_every_min
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
+            raise ValueError(f"checkpoint_every_min={minutes} is invalid: use minutes > 0, or null for epoch ends only")
+
+
+@dataclass(frozen=True)
+class Specs:
+    run: RunSpec
+    quant: QuantSpec
+    labels: dict[str, Any]  # task, model, data, quantizer, bits, optim, seed: the table's and W&B's labels
+    wandb: WandbSpec
+
+
+def build(node: DictConfig, **kwargs):
+    """instantiate(node), with a builder's own one-line FileNotFoundError / ValueError unwrapped from Hydra's."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (FileNotFoundError, ValueError, TypeError)):
+            raise ConfigError(str(cause)) from cause
+        raise
+
+
+def build_quant_spec(cfg: DictConfig) -> QuantSpec:
+    """`bits=4` sets W, A and G at once; otherwise `quant.bits.{w,a,g}` apply (32 or null = full precision)."""
+    if cfg.bits is not None:
+        try:
+            QuantSpec(w_bits=cfg.bits)
+        except ValueError as e:  # name the key the user typed, not the one it expands to
+            raise ValueError(str(e).replace("quant.bits.w=", "bits=", 1)) from None
+        w = a = g = cfg.bits
+    else:
+        w, a, g = cfg.quant.bits.w, cfg.quant.bits.a, cfg.quant.bits.g
+    keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
+    precision = OmegaConf.select(cfg, "quant.precision")  # quant=apt: adaptive bit-widths (docs/methods.md §4)
+    return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
+                     keep_first_last=cfg.quant.keep_first_last,
+                     keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
+                     precision=build(precision) if precision is not None else None,
+                     kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"))
+
+
+def check_learning_rates(cfg: DictConfig) -> None:
+    """torch's own check (`Invalid learning rate: -0.1`) comes after the data loads and names no key."""
+    for key in ("optim.optimizer.lr", "quant.interval_lr"):
+        lr = OmegaConf.select(cfg, key)
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise ValueError(f"{key}={lr} is invalid: use a learning rate > 0")
+
+
+def read_specs(cfg: DictConfig, choices: dict[str, str] | None = None) -> Specs:
+    """Every value checked, before data is touched; the stored config then says what ran (`bits=8` and
+    `quant=fp32` rewrite quant.bits, 32 = full precision)."""
+    try:
+        run = RunSpec(epochs=cfg.optim.epochs, log_every=cfg.log_every, max_nonfinite_steps=cfg.max_nonfinite_steps,
+                      checkpoint_every_min=cfg.checkpoint_every_min, device=str(cfg.device), amp=cfg.amp,
+                      compile=cfg.compile, deterministic=cfg.deterministic, channels_last=cfg.channels_last,
+                      progress=cfg.progress)
+        check_learning_rates(cfg)
+        qspec = build_quant_spec(cfg)
+        with open_dict(cfg):
+            cfg.quant.bits = {role: getattr(qspec, f"{role}_bits") or 32 for role in ("w", "a", "g")}
+        bits = run_info.bits_label(qspec.w_bits, qspec.a_bits, qspec.g_bits, adaptive=qspec.precision)
+        labels = {**run_info.run_labels(cfg, choices or {}, bits=bits), "seed": cfg.seed}
+        wandb = WandbSpec(mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
+                          group=cfg.logger.group, job_type=f"{labels['quantizer']}-{bits}",
+                          tags=(labels["model"], labels["data"], labels["quantizer"], bits, *cfg.logger.tags))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return Specs(run=run, quant=qspec, labels=labels, wandb=wandb)
+
+
+def step_optimizers(optimizers: list[torch.optim.Optimizer], params: list[torch.Tensor]) -> torch.Tensor:
+    """Take an optimizer step unless some gradient is non-finite; returns that flag as a 0-dim float tensor.
+
+    Fused optimizers read `found_inf` on device and skip the whole update (momentum included), so skipping costs
+    no host sync. A non-fused optimizer needs the flag on the host: one sync per step, the price of its choice.
+    """
+    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
+    nonfinite = (~torch.isfinite(torch.stack(norms).sum())).float()
+    for opt in optimizers:
+        if opt.defaults.get("fused"):
+            opt.found_inf = nonfinite
+            opt.step()
+        elif not bool(nonfinite):
+            opt.step()
+    return nonfinite
+
+
+def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch: int, epochs: int):
+    """(optimizers, schedulers, params): the weights' optimizer, the intervals' Adam, their LR schedules.
+
+    The paper trains the quantizer intervals (s_W, u_A) with their own Adam without weight decay; the official code
+    decays its lr with the weights' schedule (docs/methods.md), `quant.interval_lr_schedule=false` keeps it fixed.
+    """
+    intervals = quant_parameters(model)
+    not_weights = {id(p) for p in [*intervals, *architecture_parameters(model)]}  # NCE's logits: search/nce.py
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in not_weights]
+    optimizers = [build(cfg.optim.optimizer)(weights)]
+    if intervals:
+        optimizers.append(torch.optim.Adam(intervals, lr=cfg.quant.interval_lr, fused=True))
+    scheduled = optimizers if cfg.quant.interval_lr_schedule else optimizers[:1]
+    schedulers = [build(cfg.optim.scheduler)(opt, steps_per_epoch=steps_per_epoch, epochs=epochs) for opt in scheduled]
+    if cfg.optim.get("trs"):  # TRS drives the weights' lr instead of their LR schedule (docs/methods.md §3)
+        schedulers[0] = build(cfg.optim.trs)(optimizers[0], model, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return optimizers, schedulers, weights + intervals
+
+
+@dataclass(kw_only=True)
+class Run:
+    """Everything one training run steps, evaluates and checkpoints."""
+    specs: Specs
+    dist: distributed.Dist
+    task: Any
+    bundle: Any  # data.bundle.DataBundle: train / test loaders, sharding
+    model: torch.nn.Module  # the bare model: its state_dict is the checkpoint's
+    step_model: torch.nn.Module  # what the training step runs: DDP-wrapped and/or compiled
+    eval_model: torch.nn.Module
+    search: Any  # search.nce.WidthSearch, or NullSearch
+    quant: QuantLifecycle
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list
+    params: list[torch.Tensor]
+    autocast: Any = field(default_factory=nullcontext)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: forward, backward, cross-rank quantizer reduction, optimizer steps; (loss, non-finite flag).
+
+        No host sync (the rank-sum of the pending gradient-interval statistics is one packed collective)."""
+        with self.autocast:
+            loss = self.task.loss(self.step_model, batch)
+        loss.backward()
+        self.quant.after_backward()
+        nonfinite = step_optimizers(self.optimizers, self.params)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return loss.detach(), nonfinite
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers], "search": self.search.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.search.load_state_dict(state.get("search", {}))
+        for obj, saved in zip([*self.optimizers, *self.schedulers], [*state["optimizers"], *state["schedulers"]]):
+            obj.load_state_dict(saved)
+
+
+def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist) -> Run:
+    """Build the run's objects; bad data or a bad layer pattern is a one-line ConfigError. Adds the quantized
+    layers' count and kernels to `specs.labels`."""
+    run_spec, device = specs.run, dist.device
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if run_spec.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    task = build(cfg.task)
+    bundle = build(cfg.data)
+    model = build(cfg.model, **bundle.model_kwargs)
+    # search=nce: the model becomes a width supernet and part of the training split is held out for its logits
+    search = build(cfg.search, model=model, bundle=bundle) if cfg.get("search") else NullSearch()
+    bundle.shard(dist.rank, dist.world)
+    quant = quantize(model, specs, all_reduce=dist.all_reduce_sum if dist.enabled else None)
+    quant.prepare(steps_per_epoch=len(bundle.train), epochs=run_spec.epochs)
+    model.to(device)
+    if run_spec.channels_last:  # ~1.4x faster convolutions on CPU (oneDNN) and on tensor cores
+        model.to(memory_format=torch.channels_last)
+    try:  # the factories' own checks (e.g. TRS without quantized weights) are bad config, not crashes
+        optimizers, schedulers, params = build_optimizers(cfg, model, steps_per_epoch=len(bundle.train),
+                                                          epochs=run_spec.epochs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    step_model = distributed.wrap(model, dist)
+    step_model = compile_model(step_model) if run_spec.compile else step_model
+    # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
+    eval_model = (compile_model(model) if run_spec.compile else model) if dist.enabled else step_model
+    if run_spec.amp and device.type != "cuda":
+        log.warning(f"amp=true has no effect on {device.type}: bf16 autocast runs on CUDA only")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run_spec.amp and device.type == "cuda" \
+        else nullcontext()
+    return Run(specs=specs, dist=dist, task=task, bundle=bundle, model=model, step_model=step_model,
+               eval_model=eval_model, search=search, quant=quant, optimizers=optimizers, schedulers=schedulers,
+               params=params, autocast=autocast)
+
+
+def quantize(model: torch.nn.Module, specs: Specs, *, all_reduce=None) -> QuantLifecycle:
+    """quantize_ the model per the spec (nothing in full precision) and return its lifecycle object."""
+    if not specs.quant.is_full_precision:
+        try:
+            quantize_(model, specs.quant)
+        except ValueError as e:  # e.g. a keep_fp pattern that names no layer of this model
+            raise ConfigError(str(e)) from e
+    quant = QuantLifecycle(model, all_reduce=all_reduce)
+    if not specs.quant.is_full_precision and not quant.quantized:
+        raise ConfigError(f"no layer was quantized although bits={specs.labels['bits']}: quant.keep_fp="
+                          f"{list(specs.quant.keep_fp)} / quant.keep_first_last keep every conv and linear layer")
+    specs.labels.update(quant.labels())
+    return quant
