@@ -134,6 +134,29 @@ def quantizer_label(summary: dict) -> str:
     return quantizer
 
 
+def search_label(summary: dict) -> str | None:
+    """The architecture search a run did ("nce"), or None for plain training.
+
+    A search run trains a supernet on part of the training split while it picks widths, so its metric is not the
+    plain model's and must never share a cell with it. `config.search` (null unless `search=...`) names it by its
+    `_target_` module (search.nce.NceSearch -> "nce"); a summary without a config is known by the `nce` entry that
+    search.nce.NceSearch.finish() adds.
+    """
+    config = summary.get("config")
+    search = config.get("search") if isinstance(config, dict) else None
+    if isinstance(search, dict) and search.get("_target_"):
+        return str(search["_target_"]).split(".")[-2]
+    return "nce" if isinstance(summary.get("nce"), dict) else None
+
+
+def model_label(summary: dict) -> str:
+    """Display name of a run's model: the trainer's label, plus "search=nce" for a search run ("resnet20
+    search=nce"), so search runs get their own rows (and no paper numbers: they did not train the paper's model)."""
+    model = str(summary.get("model", "?"))
+    search = search_label(summary)
+    return f"{model} search={search}" if search else model
+
+
 def load_run(run_dir: Path) -> RunRecord:
     """One run folder as a record; an unreadable summary.json becomes an "unreadable" record saying why."""
     try:
@@ -150,7 +173,7 @@ def load_run(run_dir: Path) -> RunRecord:
         run_id=str(s.get("run_id", run_dir.name)),
         task=str(s.get("task", "?")),
         metric=str(s.get("metric", "?")),
-        model=str(s.get("model", "?")),
+        model=model_label(s),
         data=str(s.get("data", "?")),
         quantizer=quantizer_label(s),
         bits=str(s.get("bits", "?")),

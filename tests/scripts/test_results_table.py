@@ -178,3 +178,29 @@ def test_read_summary_treats_missing_and_torn_files_as_absent(tmp_path):
         assert read_summary(tmp_path) is None, text
     (tmp_path / "summary.json").write_text('{"status": "finished", "final": {"test/top1": 91.5}}')
     assert read_summary(tmp_path) == {"status": "finished", "final": {"test/top1": 91.5}}
+
+
+def _edit_summary(run_dir, **changes):
+    """Add to a fake run's summary.json what write_fake_run does not write (a config, the NCE entry)."""
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("marks", ["config", "nce", "both"])
+def test_an_nce_search_run_is_never_averaged_with_plain_training(tmp_path, write_fake_run, marks):
+    search = write_fake_run(tmp_path, "bits=4,quant.grad=lbt,search=nce,seed=0", quantizer="lbt", bits="4/4/4",
+                            seed=0, model="resnet20", top1=14.76)
+    write_fake_run(tmp_path, "bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                   model="resnet20", top1=26.60)
+    found = {"config": {"seed": 0, "search": {"_target_": "search.nce.NceSearch", "budget": 1.0}}} \
+        if marks != "nce" else {}
+    if marks != "config":  # the entry search.nce.NceSearch.finish() adds to the summary
+        found["nce"] = {"widths": [8, 16], "macs": 1000, "params": 100}
+    _edit_summary(search, **found)
+    table = build_table(tmp_path)
+    (section,) = table.sections
+    assert section.rows == (("resnet20", "lbt"), ("resnet20 search=nce", "lbt"))
+    assert section.cells[("resnet20", "lbt", "4/4/4")].final.values == (26.60,)
+    assert section.cells[("resnet20 search=nce", "lbt", "4/4/4")].final.values == (14.76,)
+    assert section.warnings == ()
+    assert "| resnet20 search=nce | lbt | 14.76 (1) |" in render_markdown(table)
