@@ -4,10 +4,12 @@ import csv
 import io
 import json
 import statistics
+from pathlib import Path
 
 import pytest
+import yaml
 
-from runtime.results import bits_sort_key, quantizer_label, read_summary
+from runtime.results import NON_RESULT_KEYS, bits_sort_key, quantizer_label, read_summary
 from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
 from scripts.table import main
 
@@ -184,6 +186,13 @@ def _edit_summary(run_dir, **changes):
     """Add to a fake run's summary.json what write_fake_run does not write (a config, the NCE entry)."""
     path = run_dir / "summary.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_non_result_keys_cover_the_keys_left_out_of_run_folder_names():
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "config.yaml").read_text())
+    excluded = config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
+    covered = {k for k in excluded if any(k == key or k.startswith(key + ".") for key in NON_RESULT_KEYS)}
+    assert covered == {k for k in excluded if not k.startswith("hydra.")}  # hydra's own keys are not in the config
 
 
 @pytest.mark.parametrize("marks", ["config", "nce", "both"])
