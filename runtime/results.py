@@ -21,6 +21,11 @@ FULL_PRECISION = "fp32"
 SUMMARY = "summary.json"
 #: `optim` labels that do not mark a row: SGD with its schedules, the optimizer every paper table starts from
 PLAIN_OPTIMIZERS = ("sgd", "sgd_multistep")
+#: config keys that do not change what a run computes: configs/config.yaml's override_dirname.exclude_keys (kept out
+#: of run folder names for that reason; a test keeps the two lists in step), with the whole logger node. Two runs of
+#: one seed whose configs differ only here are the same training run twice (`result_config`).
+NON_RESULT_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root", "device", "compile", "amp",
+                   "progress", "threads", "log_every", "logger", "data.num_workers", "checkpoint_every_min")
 
 
 class ResultsError(ValueError):
@@ -71,6 +76,8 @@ class RunRecord:
     seed: int | None = None
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
+    config_key: str = ""  # `result_config` of the summary's config: equal for reruns of one training run
+    written_at: float = 0.0  # summary.json's modification time: when a finished run wrote it last
 
     def value(self, which: str = "final") -> float | None:
         """The `which` ("final" or "best") primary metric, or None when the run has none (failed, no eval)."""
@@ -134,10 +141,63 @@ def quantizer_label(summary: dict) -> str:
     return quantizer
 
 
+def search_label(summary: dict) -> str | None:
+    """The architecture search a run did ("nce"), or None for plain training.
+
+    A search run trains a supernet on part of the training split while it picks widths, so its metric is not the
+    plain model's and must never share a cell with it. `config.search` (null unless `search=...`) names it by its
+    `_target_` module (search.nce.NceSearch -> "nce"); a summary without a config is known by the `nce` entry that
+    search.nce.NceSearch.finish() adds.
+    """
+    config = summary.get("config")
+    search = config.get("search") if isinstance(config, dict) else None
+    if isinstance(search, dict) and search.get("_target_"):
+        return str(search["_target_"]).split(".")[-2]
+    return "nce" if isinstance(summary.get("nce"), dict) else None
+
+
+def model_label(summary: dict) -> str:
+    """Display name of a run's model: the trainer's label, plus "search=nce" for a search run ("resnet20
+    search=nce"), so search runs get their own rows (and no paper numbers: they did not train the paper's model)."""
+    model = str(summary.get("model", "?"))
+    search = search_label(summary)
+    return f"{model} search={search}" if search else model
+
+
+def _with_data_root(node: Any, data_root: str) -> Any:
+    """`node` with every string that starts with the data root written as "${data_root}/..."."""
+    if isinstance(node, dict):
+        return {k: _with_data_root(v, data_root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_data_root(v, data_root) for v in node]
+    if isinstance(node, str) and data_root and (node == data_root or node.startswith(data_root.rstrip("/") + "/")):
+        return "${data_root}" + node[len(data_root):]
+    return node
+
+
+def result_config(config: Any) -> str:
+    """The part of a resolved config that decides a run's result, as canonical JSON: two runs of one seed with equal
+    strings are reruns of one training run, whatever their folders, devices or sweeps (NON_RESULT_KEYS dropped; the
+    data root, which the data configs copy into their paths, written as "${data_root}")."""
+    if not isinstance(config, dict):
+        return json.dumps(config, sort_keys=True, default=str)
+    data_root = config.get("data_root")
+    config = _with_data_root(config, data_root if isinstance(data_root, str) else "")  # also a copy to drop keys from
+    for key in NON_RESULT_KEYS:
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def load_run(run_dir: Path) -> RunRecord:
     """One run folder as a record; an unreadable summary.json becomes an "unreadable" record saying why."""
     try:
         s = _parse_summary(run_dir / SUMMARY)
+        written_at = (run_dir / SUMMARY).stat().st_mtime
     except (OSError, ValueError) as err:
         return RunRecord(path=run_dir, status="unreadable", error=f"{type(err).__name__}: {err}",
                          name=run_dir.parent.name, run_id=run_dir.name)
@@ -150,7 +210,7 @@ def load_run(run_dir: Path) -> RunRecord:
         run_id=str(s.get("run_id", run_dir.name)),
         task=str(s.get("task", "?")),
         metric=str(s.get("metric", "?")),
-        model=str(s.get("model", "?")),
+        model=model_label(s),
         data=str(s.get("data", "?")),
         quantizer=quantizer_label(s),
         bits=str(s.get("bits", "?")),
@@ -158,6 +218,8 @@ def load_run(run_dir: Path) -> RunRecord:
         seed=seed if isinstance(seed, int) else None,
         final=dict(s.get("final") or {}),
         best=dict(s.get("best") or {}),
+        config_key=result_config(s.get("config")),
+        written_at=written_at,
     )
 
 

@@ -9,7 +9,10 @@ results/reference/trs_imagenet.csv) beside runs with full-precision gradients (W
 AdamW (their "Adam"), AdamT.
 
 Runs are grouped by the labels the trainer wrote (`runtime.run_info.run_labels`: the Hydra config choices), so
-runs of different models or datasets never share a row or a cell.
+runs of different models or datasets never share a row or a cell; an architecture search run (search=nce) has its own
+row ("resnet20 search=nce", `runtime.results.model_label`). A cell counts seeds, not run folders: runs of one seed
+with the same result-changing config (a later sweep ran it again) count once, and the cell is marked † with a line
+under the table saying which seeds ran more than once (`_one_run_per_seed`).
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ QUANTIZER_RANK = {FULL_PRECISION: 0, "minmax": 1, "fixed": 2, "mse": 3, "lbt": 9
 #: the two values of a run a table shows, with the sentence that says what each is
 WHICH = {"final": "after the last epoch",
          "best": "of the best epoch (the official LBT code reports this)"}
+#: marks a cell that pooled reruns, and starts the line under the table that says which seeds ran more than once
+RERUN_MARK = "†"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,12 @@ class Cell:
     seeds: tuple[int | None, ...]
     final: Stats
     best: Stats | None  # None when no run recorded a best value
+    reruns: tuple[tuple[int, int], ...] = ()  # (seed, times it ran) for each seed run more than once, same config
+
+    @property
+    def runs(self) -> int:
+        """The finished runs behind the cell, reruns included (what a sweep's count of finished runs counts)."""
+        return self.final.n + sum(times - 1 for _, times in self.reruns)
 
     @property
     def values(self) -> tuple[float, ...]:
@@ -92,7 +103,7 @@ class Section:
     columns: tuple[str, ...]  # bit settings, full precision first
     cells: dict[tuple[str, str, str], Cell]  # (model, quantizer, bits) -> Cell
     paper: dict[tuple[str, str, str], float]  # same keys, the paper's number where it reports one
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...]  # lines under the tables: RERUN_MARK footnotes, and warnings
 
 
 @dataclass(frozen=True)
@@ -158,13 +169,35 @@ def _stats(values: list[float | None]) -> Stats | None:
     return Stats(kept) if kept else None
 
 
+def _one_run_per_seed(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]]]:
+    """The runs a cell averages (in `runs` order), and the groups of reruns it pooled.
+
+    Runs of one seed with one result-changing config (`RunRecord.config_key`) are one training run done again (a
+    later sweep, another run folder): counting each as a seed would inflate n and shrink the std. Of such reruns
+    the newest is kept (summary.json written last; the later folder on a tie), not their mean: an unchanged config
+    is rerun after something was fixed (the code, a node), so the newest number is the current one, and a mean
+    would mix a rerun-to-rerun spread into the spread over seeds. Runs without a seed are never pooled.
+    """
+    groups: dict[object, list[RunRecord]] = defaultdict(list)
+    for r in runs:
+        groups[(r.seed, r.config_key) if r.seed is not None else id(r)].append(r)
+    kept = [max(g, key=lambda r: (r.written_at, str(r.path))) for g in groups.values()]
+    return kept, [g for g in groups.values() if len(g) > 1]
+
+
 def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict, trs_ref: dict) -> Section:
     name, data, task, metric = key
     grouped: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for r in runs:
         grouped[(r.model, r.quantizer, r.bits)].append(r)
     cells, warnings = {}, []
-    for k, rs in sorted(grouped.items()):
+    for k, all_runs in sorted(grouped.items()):
+        rs, pooled = _one_run_per_seed(all_runs)
+        if pooled:
+            times = ", ".join(f"seed {g[0].seed} ran {len(g)}x" for g in pooled)
+            folders = ", ".join(f"`{r.run_id}`" for g in pooled for r in g)
+            warnings.append(f"{RERUN_MARK} {', '.join(k)} pools reruns: {times} with the same config ({folders}); "
+                            "each seed counts once, with its newest run")
         seeds = [r.seed for r in rs]
         if len(set(seeds)) < len(seeds):
             # same seed twice means the runs differ in some other override: averaging them would be wrong
@@ -172,7 +205,8 @@ def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict, t
             warnings.append(f"{'/'.join(k)}: {len(rs)} runs share seeds {seeds} (they differ in another "
                             f"override: {', '.join(r.run_id for r in rs)})")
         cells[k] = Cell(seeds=tuple(seeds), final=_stats([r.value("final") for r in rs]),
-                        best=_stats([r.value("best") for r in rs]))
+                        best=_stats([r.value("best") for r in rs]),
+                        reruns=tuple((g[0].seed, len(g)) for g in pooled))
     rows = tuple(sorted({(m, q) for m, q, _ in cells}, key=row_sort_key))
     columns = tuple(sorted({b for _, _, b in cells}, key=bits_sort_key))
     paper = {}
@@ -220,9 +254,13 @@ def _digits(section: Section) -> int:
     return 4 if all(abs(v) <= 1 for v in values) else 2
 
 
-def _stats_of(section: Section, key: tuple[str, str, str], which: str) -> Stats | None:
+def _cell_text(section: Section, key: tuple[str, str, str], which: str, digits: int) -> str:
+    """format_cell of the cell's `which` value, marked RERUN_MARK when it pooled reruns."""
     cell = section.cells.get(key)
-    return cell.stats(which) if cell else None
+    if cell is None:
+        return ""
+    text = format_cell(cell.stats(which), digits)
+    return f"{text} {RERUN_MARK}" if text and cell.reruns else text
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -241,8 +279,7 @@ def render_markdown(table: ResultTable) -> str:
         for which, what in WHICH.items():
             out += [f"**{which}**: {label} {what}, mean ± std over seeds (number of seeds); "
                     "columns are W/A/G bits.", ""]
-            body = [[m, q] + [format_cell(_stats_of(s, (m, q, b), which), digits) for b in s.columns]
-                    for m, q in s.rows]
+            body = [[m, q] + [_cell_text(s, (m, q, b), which, digits) for b in s.columns] for m, q in s.rows]
             out += _md_table(header, body) + [""]
         paper_rows = [(m, q) for m, q in s.rows if any((m, q, b) in s.paper for b in s.columns)]
         if paper_rows:
@@ -251,7 +288,8 @@ def render_markdown(table: ResultTable) -> str:
             body = [[m, q] + [f"{s.paper[(m, q, b)]:.1f}" if (m, q, b) in s.paper else "" for b in s.columns]
                     for m, q in paper_rows]
             out += _md_table(header, body) + [""]
-        out += [f"Warning: {w}" for w in s.warnings] + ([""] if s.warnings else [])
+        out += [w if w.startswith(RERUN_MARK) else f"Warning: {w}" for w in s.warnings]
+        out += [""] if s.warnings else []
     if not table.sections:
         out += ["No finished runs with a final metric.", ""]
     if table.excluded:
@@ -260,8 +298,9 @@ def render_markdown(table: ResultTable) -> str:
     return "\n".join(out)
 
 
+#: `n` counts seeds; `reruns` lists "seed:times" for each seed that ran more than once (pooled into one, see RERUN_MARK)
 CSV_COLUMNS = ("name", "data", "task", "metric", "model", "quantizer", "bits", "n", "seeds",
-               "final_mean", "final_std", "best_mean", "best_std", "paper")
+               "final_mean", "final_std", "best_mean", "best_std", "paper", "reruns")
 
 
 def table_rows(table: ResultTable) -> list[dict[str, object]]:
@@ -277,7 +316,8 @@ def table_rows(table: ResultTable) -> list[dict[str, object]]:
                 stats = c.stats(which)
                 row[f"{which}_mean"] = stats.mean if stats else None
                 row[f"{which}_std"] = stats.std if stats else None
-            rows.append({**row, "paper": s.paper.get((model, quantizer, bits))})
+            rows.append({**row, "paper": s.paper.get((model, quantizer, bits)),
+                         "reruns": " ".join(f"{seed}:{times}" for seed, times in c.reruns)})
     return rows
 
 

@@ -51,7 +51,7 @@ def mark_refused(run_dir: Path) -> None:
 
 def count_statuses(table: ResultTable) -> dict[str, int]:
     """{status: number of runs} behind a table: counted runs are "finished", the excluded keep their status."""
-    counts = {"finished": sum(c.final.n for s in table.sections for c in s.cells.values()), "failed": 0}
+    counts = {"finished": sum(c.runs for s in table.sections for c in s.cells.values()), "failed": 0}
     for r in table.excluded:
         counts[r.status] = counts.get(r.status, 0) + 1
     return counts

@@ -3,12 +3,16 @@ mean ± sample std over seeds of the final and of the best metric."""
 import csv
 import io
 import json
+import os
 import statistics
+from pathlib import Path
 
 import pytest
+import yaml
 
-from runtime.results import bits_sort_key, quantizer_label, read_summary
+from runtime.results import NON_RESULT_KEYS, bits_sort_key, quantizer_label, read_summary
 from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
+from runtime.sweep_summary import count_statuses
 from scripts.table import main
 
 
@@ -178,3 +182,77 @@ def test_read_summary_treats_missing_and_torn_files_as_absent(tmp_path):
         assert read_summary(tmp_path) is None, text
     (tmp_path / "summary.json").write_text('{"status": "finished", "final": {"test/top1": 91.5}}')
     assert read_summary(tmp_path) == {"status": "finished", "final": {"test/top1": 91.5}}
+
+
+def _edit_summary(run_dir, **changes):
+    """Add to a fake run's summary.json what write_fake_run does not write (a config, the NCE entry)."""
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _finished_at(run_dir, t):
+    os.utime(run_dir / "summary.json", (t, t))  # "newest" is the summary's time: when train.py wrote it
+
+
+def test_a_rerun_of_the_same_config_counts_as_one_seed_and_the_table_says_it_pooled(tmp_path, write_fake_run):
+    # the same config and seed in two run folders (another sweep spelled it `bits=4`), plus seed 1
+    old = write_fake_run(tmp_path, "quant.bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                         model="resnet20", top1=80.0)
+    new = write_fake_run(tmp_path, "bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                         model="resnet20", top1=82.0)
+    write_fake_run(tmp_path, "bits=4,quant.grad=lbt,seed=1", quantizer="lbt", bits="4/4/4", seed=1,
+                   model="resnet20", top1=81.0)
+    _finished_at(old, 1_000_000)
+    _finished_at(new, 2_000_000)  # written later, though its folder sorts first
+    table = build_table(tmp_path)
+    cell = table.sections[0].cells[("resnet20", "lbt", "4/4/4")]
+    assert cell.final.n == 2 and sorted(cell.seeds) == [0, 1]
+    assert sorted(cell.final.values) == [81.0, 82.0], "seed 0 counts once: its newest run"
+    md = render_markdown(table)
+    assert "81.50 ± 0.71 (2) †" in md
+    assert "† resnet20, lbt, 4/4/4 pools reruns: seed 0 ran 2x" in md
+    (row,) = table_rows(table)
+    assert row["n"] == 2 and row["reruns"] == "0:2"
+    assert count_statuses(table)["finished"] == 3, "the sweep's finished-run count still counts every run"
+
+
+def test_same_seed_with_another_result_changing_config_is_not_a_rerun(tmp_path, write_fake_run):
+    base = {"seed": 0, "device": "cpu", "data": {"root": "/a/datasets", "num_workers": 0}, "optim": {"lr": 0.1}}
+    runs = [write_fake_run(tmp_path, f"run{i}", quantizer="lbt", bits="4/4/4", seed=0, model="resnet20",
+                           top1=80.0 + i) for i in range(3)]
+    _edit_summary(runs[0], config={**base, "data_root": "/a/datasets", "run_id": "run0"})
+    # another machine, device and folder: the same training
+    _edit_summary(runs[1], config={**base, "device": "cuda", "data_root": "/b/data", "run_id": "run1",
+                                   "data": {"root": "/b/data", "num_workers": 8}})
+    _edit_summary(runs[2], config={**base, "data_root": "/a/datasets", "optim": {"lr": 0.05}})  # not the same
+    (section,) = build_table(tmp_path).sections
+    cell = section.cells[("resnet20", "lbt", "4/4/4")]
+    assert cell.reruns == ((0, 2),)
+    assert [w for w in section.warnings if "differ in another override" in w and "run2" in w]
+
+
+def test_non_result_keys_cover_the_keys_left_out_of_run_folder_names():
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "config.yaml").read_text())
+    excluded = config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
+    covered = {k for k in excluded if any(k == key or k.startswith(key + ".") for key in NON_RESULT_KEYS)}
+    assert covered == {k for k in excluded if not k.startswith("hydra.")}  # hydra's own keys are not in the config
+
+
+@pytest.mark.parametrize("marks", ["config", "nce", "both"])
+def test_an_nce_search_run_is_never_averaged_with_plain_training(tmp_path, write_fake_run, marks):
+    search = write_fake_run(tmp_path, "bits=4,quant.grad=lbt,search=nce,seed=0", quantizer="lbt", bits="4/4/4",
+                            seed=0, model="resnet20", top1=14.76)
+    write_fake_run(tmp_path, "bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                   model="resnet20", top1=26.60)
+    found = {"config": {"seed": 0, "search": {"_target_": "search.nce.NceSearch", "budget": 1.0}}} \
+        if marks != "nce" else {}
+    if marks != "config":  # the entry search.nce.NceSearch.finish() adds to the summary
+        found["nce"] = {"widths": [8, 16], "macs": 1000, "params": 100}
+    _edit_summary(search, **found)
+    table = build_table(tmp_path)
+    (section,) = table.sections
+    assert section.rows == (("resnet20", "lbt"), ("resnet20 search=nce", "lbt"))
+    assert section.cells[("resnet20", "lbt", "4/4/4")].final.values == (26.60,)
+    assert section.cells[("resnet20 search=nce", "lbt", "4/4/4")].final.values == (14.76,)
+    assert section.warnings == ()
+    assert "| resnet20 search=nce | lbt | 14.76 (1) |" in render_markdown(table)
