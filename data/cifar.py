@@ -123,5 +123,5 @@ def build(
     return in_memory_bundle(
         layout.name, (train_x, train_y), (test_x, test_y), mean=layout.mean, std=layout.std, batch_size=batch_size,
         eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=num_classes,
-        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None,
+        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None, source=str(path.absolute()),
     )

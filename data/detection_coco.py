@@ -103,13 +103,15 @@ def build(
     check_int("num_workers", num_workers, minimum=0)
     root = Path(root)
     # All four paths before parsing any json (the train annotations take many seconds to read).
-    for path, what in ((train_images, "image folder"), (train_annotations, "annotation file"),
-                       (test_images, "image folder"), (test_annotations, "annotation file")):
-        _require(root / path, what)
+    paths = [root / path for path in (train_images, train_annotations, test_images, test_annotations)]
+    for path, what in zip(paths, ("image folder", "annotation file") * 2):
+        _require(path, what)
+    # The root, unless a path was given absolute (root / "/x" is "/x"): then the four paths read.
+    source = str(root.absolute()) if all(p.is_relative_to(root) for p in paths) else ", ".join(map(str, paths))
     train_set = COCODetection(root / train_images, root / train_annotations, image_size=image_size,
                               skip_empty=True)
     test_set = COCODetection(root / test_images, root / test_annotations, image_size=image_size,
                              skip_empty=False, category_ids=train_set.category_ids)
     return detection_bundle(NAME, train_set, test_set, num_classes=len(train_set.category_ids) + 1, image_size=image_size,
                             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                            flip=flip, seed=seed)
+                            flip=flip, seed=seed, source=source)

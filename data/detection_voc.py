@@ -100,4 +100,4 @@ def build(
     return detection_bundle(f"{NAME}{year}", train_set, test_set, num_classes=len(VOC_CLASSES) + 1,
                             image_size=image_size,
                             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                            flip=flip, seed=seed)
+                            flip=flip, seed=seed, source=str(train_set.base.absolute()))

@@ -16,7 +16,8 @@ CONFIG_NAME = "config.yaml"
 # files live. `amp`, `deterministic` and `channels_last` change numerics, so they count.
 IGNORED = ("device", "compile", "threads", "progress", "log_every", "logger", "results_dir", "data_root", "run_dir",
            "run_id", "checkpoint_every_min", "hydra", "data.num_workers",
-           "data.root", "data.benchmark_root")  # ${data_root}/...: moving the datasets changes no result
+           # ${data_root}/...: moving the datasets changes no result
+           "data.root", "data.default_root", "data.benchmark_root")
 MAX_SHOWN = 5
 
 log = logging.getLogger(__name__)

@@ -48,6 +48,10 @@ def truncated_fashion_mnist_gz(results: Path) -> None:
             (folder / f"{stem}.gz").write_bytes((folder / f"{stem}.gz").read_bytes()[:-100])
 
 
+def empty_data_folder(results: Path) -> None:
+    (results.parent / "data" / "empty").mkdir()
+
+
 CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "unknown model": (["model=resnet99"], "resnet99", None),
     "unknown grad policy": (["quant/grad=lbtt"], "lbtt", None),
@@ -83,6 +87,10 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "missing COCO folder": (["data=coco", "task=detection", "model=fcos_resnet18"], "coco", None),
     "missing CIFAR-10 folder": (["data=cifar10"], "cifar", None),
     "truncated gzip IDX file": (["data=fashion_mnist"], "train-images-idx3-ubyte.gz", truncated_fashion_mnist_gz),
+    # A folder typed as data.root is read or refused, never swapped for the system copy (train_subset: if it were
+    # swapped, the run would end quickly).
+    "explicit data.root without the files": (["data=fashion_mnist", "data.root=${data_root}/empty",
+                                              "data.train_subset=64"], "data.root=", empty_data_folder),
     "NCE export over a hand-written model config": (["search=nce", "search.export_name=resnet20"], "resnet20.yaml", None),
     "NCE zero budget": (["search=nce", "search.budget=0"], "search.budget=0", None),
     "NCE on a network without residual blocks": (["search=nce", "model=mobilenet_v2"], "no free width", None),
