@@ -38,6 +38,19 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _read_annotations(path: Path) -> dict:
+    """The instances json; a cut-short or foreign file is a one-line ValueError naming it (json's own message
+    names no file)."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is cut short or not JSON ({type(e).__name__}: {e}): re-download it") from e
+    missing = {"images", "annotations", "categories"} - (data.keys() if isinstance(data, dict) else set())
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; is it a COCO instances_*.json?")
+    return data
+
+
 class COCODetection(Dataset):
     """One COCO split; returns ((3, S, S) float32 image in [0, 1], target) resized to S = image_size.
 
@@ -49,7 +62,7 @@ class COCODetection(Dataset):
                  skip_empty: bool, category_ids: list[int] | None = None):
         check_int("image_size", image_size)
         self.images_dir = _require(Path(images_dir), "image folder")
-        data = json.loads(_require(Path(annotations), "annotation file").read_text())
+        data = _read_annotations(_require(Path(annotations), "annotation file"))
         if category_ids is None:
             category_ids = sorted(c["id"] for c in data["categories"])
         self.category_ids = list(category_ids)

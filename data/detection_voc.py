@@ -62,7 +62,11 @@ class VOCDetection(Dataset):
                 f"site http://host.robots.ox.ac.uk/pascal/VOC/voc{year}/ and untar them in {Path(root)}, or set "
                 f"DATA_ROOT (or data.root) to the folder holding VOCdevkit/"
             )
-        self.ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+        try:
+            text = ids_file.read_text()
+        except UnicodeDecodeError as e:  # its message names no file
+            raise ValueError(f"{ids_file} is not a text list of image ids ({e}): re-extract the VOC tar") from e
+        self.ids = [line.split()[0] for line in text.splitlines() if line.strip()]
         self.image_size, self.keep_difficult = image_size, keep_difficult
 
     def __len__(self) -> int:
