@@ -225,6 +225,7 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist) -> Run:
         torch.backends.cudnn.benchmark = False
     task = build(cfg.task)
     bundle = build(cfg.data)
+    specs.labels["data_source"] = bundle.source  # the folder actually read: logged, and kept in summary.json
     model = build(cfg.model, **bundle.model_kwargs)
     # search=nce: the model becomes a width supernet and part of the training split is held out for its logits
     search = build(cfg.search, model=model, bundle=bundle) if cfg.get("search") else NullSearch()

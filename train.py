@@ -1,8 +1,8 @@
 """The one trainer: any architecture x bit-width (W/A/G) x gradient quantizer x task, from one Hydra config.
 
-Reads top to bottom: config -> checked specs -> the run folder's checks -> objects (assemble.py) -> resume -> loop
--> summary. The config is read here and in assemble.py only. The same file runs one process, every rank of a
-`torchrun --nproc_per_node=N` job, and every job of a joblib / submitit / SLURM sweep.
+Reads top to bottom: config -> checked specs -> folder checks -> objects (assemble.py) -> resume -> loop -> summary.
+The config is read here and in assemble.py only. It runs one process, every rank of a `torchrun` job, and every job
+of a joblib / submitit / SLURM sweep.
 
     python train.py                                             # ResNet-20, Fashion-MNIST, W4A4G4, LBT
     python train.py bits=8 quant/grad=mse optim.epochs=1        # any axis from the command line
@@ -75,6 +75,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
                                resume_step=state.step if ckpt else -1)
         else:
             logger = NullLogger()
+        log.info(f"data: {run.bundle.source}")
         if ckpt:
             log.info(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
         elif dist.enabled:  # each rank draws its own rounding noise (a resumed run restores its RNG)

@@ -50,12 +50,16 @@ class DataBundle:
     test: yields (x, y) in a fixed order without augmentation; under DDP each rank's shard of it.
     model_kwargs: passed to the model constructor, e.g. {"num_classes": 10, "in_channels": 1}.
     name: short dataset name for logs ("fashion_mnist").
+    source: where the data actually came from: the folder or files read ("/usr/share/datasets/fashion-mnist"),
+        or a description for generated data ("synthetic (data_seed=0)"). A builder may search several places
+        (data/fashion_mnist.py), so `data.root` in config.yaml alone does not say which copy a run trained on.
     """
 
     name: str
     train: EpochLoader
     test: EvalLoader
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = "unknown"
 
     def __post_init__(self) -> None:
         if not self.name:

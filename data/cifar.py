@@ -28,8 +28,18 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
 def _unpickle(path: Path) -> dict:
+    """One pickled batch. A cut-short or foreign file fails in one of many ways (UnpicklingError, EOFError,
+    ValueError, KeyError, ...) whose messages name no file, hence the broad except: it becomes a one-line
+    ValueError naming the file, which the trainer reports as bad data (exit 2) instead of a traceback."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+        try:
+            entry = pickle.load(f, encoding="bytes")
+        except Exception as e:
+            raise ValueError(f"{path} is cut short or not a CIFAR pickle ({type(e).__name__}: {e}): re-download "
+                             f"it") from e
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} holds a pickled {type(entry).__name__}, not a CIFAR batch dict")
+    return entry
 
 
 def read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +49,12 @@ def read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tupl
         entry = _unpickle(folder / name)
         if b"data" not in entry or label_key not in entry:
             raise ValueError(f"{folder / name} lacks b'data' or {label_key!r}; is it a CIFAR python-format batch?")
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # rows are R,G,B planes
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+        pixels, targets = np.asarray(entry[b"data"], dtype=np.uint8), np.asarray(entry[label_key], dtype=np.int64)
+        if targets.ndim != 1 or pixels.size != 3072 * len(targets):
+            raise ValueError(f"{folder / name} holds {pixels.size} pixel bytes for {targets.size} labels; "
+                             f"expected 3072 (3x32x32) per label")
+        images.append(pixels.reshape(-1, 3, 32, 32))  # rows are R,G,B planes
+        labels.append(targets)
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
@@ -123,5 +137,5 @@ def build(
     return in_memory_bundle(
         layout.name, (train_x, train_y), (test_x, test_y), mean=layout.mean, std=layout.std, batch_size=batch_size,
         eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=num_classes,
-        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None,
+        augment=AugmentSpec(crop_padding=4, flip=True) if augment else None, source=str(path.absolute()),
     )

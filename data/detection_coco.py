@@ -38,6 +38,19 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _read_annotations(path: Path) -> dict:
+    """The instances json; a cut-short or foreign file is a one-line ValueError naming it (json's own message
+    names no file)."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is cut short or not JSON ({type(e).__name__}: {e}): re-download it") from e
+    missing = {"images", "annotations", "categories"} - (data.keys() if isinstance(data, dict) else set())
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; is it a COCO instances_*.json?")
+    return data
+
+
 class COCODetection(Dataset):
     """One COCO split; returns ((3, S, S) float32 image in [0, 1], target) resized to S = image_size.
 
@@ -49,7 +62,7 @@ class COCODetection(Dataset):
                  skip_empty: bool, category_ids: list[int] | None = None):
         check_int("image_size", image_size)
         self.images_dir = _require(Path(images_dir), "image folder")
-        data = json.loads(_require(Path(annotations), "annotation file").read_text())
+        data = _read_annotations(_require(Path(annotations), "annotation file"))
         if category_ids is None:
             category_ids = sorted(c["id"] for c in data["categories"])
         self.category_ids = list(category_ids)
@@ -103,13 +116,15 @@ def build(
     check_int("num_workers", num_workers, minimum=0)
     root = Path(root)
     # All four paths before parsing any json (the train annotations take many seconds to read).
-    for path, what in ((train_images, "image folder"), (train_annotations, "annotation file"),
-                       (test_images, "image folder"), (test_annotations, "annotation file")):
-        _require(root / path, what)
+    paths = [root / path for path in (train_images, train_annotations, test_images, test_annotations)]
+    for path, what in zip(paths, ("image folder", "annotation file") * 2):
+        _require(path, what)
+    # The root, unless a path was given absolute (root / "/x" is "/x"): then the four paths read.
+    source = str(root.absolute()) if all(p.is_relative_to(root) for p in paths) else ", ".join(map(str, paths))
     train_set = COCODetection(root / train_images, root / train_annotations, image_size=image_size,
                               skip_empty=True)
     test_set = COCODetection(root / test_images, root / test_annotations, image_size=image_size,
                              skip_empty=False, category_ids=train_set.category_ids)
     return detection_bundle(NAME, train_set, test_set, num_classes=len(train_set.category_ids) + 1, image_size=image_size,
                             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                            flip=flip, seed=seed)
+                            flip=flip, seed=seed, source=source)

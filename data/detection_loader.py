@@ -90,11 +90,12 @@ class DetectionLoader(PlannedLoader):
 
 
 def detection_bundle(name: str, train_set: Dataset, test_set: Dataset, *, num_classes: int, image_size: int,
-                     batch_size: int, eval_batch_size: int, num_workers: int, flip: bool, seed: int) -> DataBundle:
+                     batch_size: int, eval_batch_size: int, num_workers: int, flip: bool, seed: int,
+                     source: str) -> DataBundle:
     """The bundle every detection set builds: shuffled, flipped train loader; fixed-order test loader.
 
     `num_classes` counts the background class (torchvision's convention); the square `image_size` tells the
-    detector its input size.
+    detector its input size; `source` is DataBundle.source (the folder or files read).
     """
     check_ints(batch_size=batch_size, eval_batch_size=eval_batch_size)
     common = dict(seed=seed, num_workers=num_workers)
@@ -103,6 +104,6 @@ def detection_bundle(name: str, train_set: Dataset, test_set: Dataset, *, num_cl
         train=DetectionLoader(train_set, batch_size=batch_size, shuffle=True, flip=flip, pad_shards=True, **common),
         test=DetectionLoader(test_set, batch_size=eval_batch_size, shuffle=False, flip=False, pad_shards=False,
                              **common),
-        model_kwargs={"num_classes": num_classes, "in_channels": 3, "image_size": image_size},
+        model_kwargs={"num_classes": num_classes, "in_channels": 3, "image_size": image_size}, source=source,
     )
 

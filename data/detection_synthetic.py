@@ -20,7 +20,7 @@ from data.bundle import DataBundle
 from data.checks import check_int, check_ints
 from data.detection_loader import detection_bundle
 from data.detection_transforms import make_target
-from data.fashion_mnist import load_fashion_mnist, locate_fashion_mnist
+from data.fashion_mnist import read_fashion_mnist
 
 NAME = "fashion_detection"
 NUM_CLASSES = 10  # Fashion-MNIST classes; the detector gets NUM_CLASSES + 1 with background
@@ -126,6 +126,7 @@ class FashionDetection(Dataset):
 def build(
     *,
     root: str | Path,
+    default_root: str | Path | None = None,
     image_size: int = 128,
     num_train: int = 4096,
     num_test: int = 512,
@@ -140,17 +141,20 @@ def build(
     flip: bool = True,
     seed: int = 0,
 ) -> DataBundle:
-    """Fashion-MNIST detection bundle; model_kwargs carry num_classes (10 + background) and the canvas size."""
+    """Fashion-MNIST detection bundle; model_kwargs carry num_classes (10 + background) and the canvas size.
+
+    `root` / `default_root` find the IDX files as data=fashion_mnist does (data.fashion_mnist.find_fashion_mnist).
+    """
     check_ints(image_size=image_size, num_train=num_train, num_test=num_test, batch_size=batch_size,
                eval_batch_size=eval_batch_size)
     check_int("num_workers", num_workers, minimum=0)
     canvas = CanvasSpec(size=image_size, min_objects=min_objects, max_objects=max_objects,
                         min_scale=min_scale, max_scale=max_scale, max_iou=max_iou)
-    train_x, train_y, test_x, test_y = load_fashion_mnist(locate_fashion_mnist(root))
+    (train_x, train_y, test_x, test_y), source = read_fashion_mnist(root, default_root=default_root)
     train_set = FashionDetection(train_x[:, 0].numpy(), train_y.numpy(), num_images=num_train,
                                  canvas=canvas, seed=seed, split="train")
     test_set = FashionDetection(test_x[:, 0].numpy(), test_y.numpy(), num_images=num_test,
                                 canvas=canvas, seed=seed, split="test")
     return detection_bundle(NAME, train_set, test_set, num_classes=NUM_CLASSES + 1, image_size=image_size,
                             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                            flip=flip, seed=seed)
+                            flip=flip, seed=seed, source=source)

@@ -62,7 +62,11 @@ class VOCDetection(Dataset):
                 f"site http://host.robots.ox.ac.uk/pascal/VOC/voc{year}/ and untar them in {Path(root)}, or set "
                 f"DATA_ROOT (or data.root) to the folder holding VOCdevkit/"
             )
-        self.ids = [line.split()[0] for line in ids_file.read_text().splitlines() if line.strip()]
+        try:
+            text = ids_file.read_text()
+        except UnicodeDecodeError as e:  # its message names no file
+            raise ValueError(f"{ids_file} is not a text list of image ids ({e}): re-extract the VOC tar") from e
+        self.ids = [line.split()[0] for line in text.splitlines() if line.strip()]
         self.image_size, self.keep_difficult = image_size, keep_difficult
 
     def __len__(self) -> int:
@@ -100,4 +104,4 @@ def build(
     return detection_bundle(f"{NAME}{year}", train_set, test_set, num_classes=len(VOC_CLASSES) + 1,
                             image_size=image_size,
                             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                            flip=flip, seed=seed)
+                            flip=flip, seed=seed, source=str(train_set.base.absolute()))

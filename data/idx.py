@@ -7,6 +7,7 @@ bytes rather than the file name, so a renamed file still reads.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,26 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (raw or gzipped) into a native-endian numpy array of its declared shape."""
+    """Read one IDX file (raw or gzipped) into a native-endian numpy array of its declared shape.
+
+    A damaged file raises a one-line ValueError naming it (the trainer reports those as bad data, exit 2): gzip's
+    own errors for a cut-short or corrupt stream name no file and would surface as a crash.
+    """
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise ValueError(f"{path} is cut short or not gzip ({type(e).__name__}: {e}): re-download or reinstall "
+                             f"it") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (magic {raw[:4].hex()}; expected 00000801/00000803-style)")
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path} holds {len(raw)} bytes, fewer than its {ndim} sizes need; file is truncated")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:

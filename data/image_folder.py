@@ -179,6 +179,6 @@ def build(
     test = FolderLoader(val_set, indices=None, batch_size=eval_batch_size, shuffle=False,
                         num_workers=num_workers, seed=seed, pad_shards=False)
     return DataBundle(
-        name=folder, train=train, test=test,
+        name=folder, train=train, test=test, source=str(base.absolute()),
         model_kwargs={"num_classes": len(train_folder.classes), "in_channels": 3},
     )

@@ -118,11 +118,12 @@ class InMemoryLoader(PlannedLoader):
 def in_memory_bundle(
     name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
     mean, std, batch_size: int, eval_batch_size: int, seed: int, train_subset: int | None,
-    augment: AugmentSpec | None, device: str, num_classes: int,
+    augment: AugmentSpec | None, device: str, num_classes: int, source: str,
 ) -> DataBundle:
     """The bundle every in-memory classification set builds: shuffled, augmented train; fixed-order test.
 
-    `train` / `test` are (uint8 images (N, C, H, W), int64 labels (N,)); `train_subset` keeps the first N.
+    `train` / `test` are (uint8 images (N, C, H, W), int64 labels (N,)); `train_subset` keeps the first N;
+    `source` is DataBundle.source (where the tensors came from).
     """
     check_int("batch_size", batch_size)
     check_int("eval_batch_size", eval_batch_size)
@@ -133,6 +134,6 @@ def in_memory_bundle(
                                   pad_shards=True, **common)
     test_loader = InMemoryLoader(test_x, test_y, batch_size=eval_batch_size, shuffle=False, augment=None,
                                  pad_shards=False, **common)
-    return DataBundle(name=name, train=train_loader, test=test_loader,
+    return DataBundle(name=name, train=train_loader, test=test_loader, source=source,
                       model_kwargs={"num_classes": num_classes, "in_channels": int(train_x.shape[1])})
 

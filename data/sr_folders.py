@@ -122,4 +122,6 @@ def build(
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
         test=SRTestLoader(SRPairs(test, scale=scale, preload=preload), num_workers=num_workers),
         model_kwargs={"scale": scale, "in_channels": 3},
+        source=str(Path(root).absolute()) if test_set == "DIV2K_valid" else
+        f"{Path(root).absolute()} (test: {(Path(benchmark_root) / test_set).absolute()})",
     )

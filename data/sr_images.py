@@ -38,10 +38,17 @@ def to_rgb_uint8(array: np.ndarray | torch.Tensor, *, name: str) -> torch.Tensor
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """Decode a PNG/JPEG file to (3, H, W) uint8 RGB (gray files are expanded by the decoder)."""
+    """Decode a PNG/JPEG file to (3, H, W) uint8 RGB (gray files are expanded by the decoder).
+
+    The decoder's RuntimeError for a damaged file names no file; it becomes a one-line ValueError naming it.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found; check the dataset folder layout")
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        why = " ".join(str(e).split())  # one line
+        raise ValueError(f"{path} is cut short or not an image ({why}): re-download it") from e
 
 
 def mod_crop(hr: torch.Tensor, scale: int) -> torch.Tensor:

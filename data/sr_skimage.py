@@ -76,4 +76,5 @@ def build(
         train=SRTrainLoader(patches, batch_size=batch_size, num_workers=num_workers),
         test=SRTestLoader(test_pairs),
         model_kwargs={"scale": scale, "in_channels": 3},
+        source=f"scikit-image {skimage.__version__} skimage.data (images shipped in the package)",
     )

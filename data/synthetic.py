@@ -76,4 +76,5 @@ def build(
         "synthetic", (train_x, train_y), (test_x, test_y), mean=mean, std=std, batch_size=batch_size,
         eval_batch_size=eval_batch_size, seed=seed, train_subset=train_subset, device=device, num_classes=num_classes,
         augment=AugmentSpec(crop_padding=max(1, image_size // 16), flip=True) if augment else None,
+        source=f"synthetic (data_seed={data_seed}, generated in memory)",
     )

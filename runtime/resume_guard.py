@@ -18,7 +18,8 @@ CONFIG_NAME = "config.yaml"
 # (runtime.cli.SAME_FOLDER_KEYS), where files live, and all of W&B's labels. `amp`, `deterministic` and
 # `channels_last` change numerics, so they count (and name the folder).
 IGNORED = (*SAME_FOLDER_KEYS, "logger", "results_dir", "data_root", "run_dir", "run_id", "hydra",
-           "data.root", "data.benchmark_root")  # ${data_root}/...: moving the datasets changes no result
+           # ${data_root}/...: moving the datasets changes no result
+           "data.root", "data.default_root", "data.benchmark_root")
 MAX_SHOWN = 5
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from data.idx import write_idx
 from runtime.cli import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,21 @@ def torchrun_result(results: Path) -> None:
     run_dir = results / "default" / RUN_ID
     run_dir.mkdir(parents=True)
     (run_dir / "summary.json").write_text('{"status": "finished", "world_size": 2, "final": {"test/top1": 50.0}}')
+
+
+def truncated_fashion_mnist_gz(results: Path) -> None:
+    """DATA_ROOT/fashion-mnist holds the four .gz files cut short, as an interrupted download leaves them."""
+    folder = results.parent / "data" / "fashion-mnist"  # DATA_ROOT is tmp_path/data, beside results
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, size=(100, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        for stem, array in ((f"{split}-images-idx3-ubyte", pixels), (f"{split}-labels-idx1-ubyte", pixels[:, 0, 0])):
+            write_idx(folder / f"{stem}.gz", array, compress=True)
+            (folder / f"{stem}.gz").write_bytes((folder / f"{stem}.gz").read_bytes()[:-100])
+
+
+def empty_data_folder(results: Path) -> None:
+    (results.parent / "data" / "empty").mkdir()
 
 
 CASES = {  # id: (overrides, a word the line must contain, set-up of files)
@@ -76,6 +93,11 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "missing VOC folder": (["data=voc", "task=detection", "model=fcos_resnet18"], "voc", None),
     "missing COCO folder": (["data=coco", "task=detection", "model=fcos_resnet18"], "coco", None),
     "missing CIFAR-10 folder": (["data=cifar10"], "cifar", None),
+    "truncated gzip IDX file": (["data=fashion_mnist"], "train-images-idx3-ubyte.gz", truncated_fashion_mnist_gz),
+    # A folder typed as data.root is read or refused, never swapped for the system copy (train_subset: if it were
+    # swapped, the run would end quickly).
+    "explicit data.root without the files": (["data=fashion_mnist", "data.root=${data_root}/empty",
+                                              "data.train_subset=64"], "data.root=", empty_data_folder),
     "NCE export over a hand-written model config": (["search=nce", "search.export_name=resnet20"], "resnet20.yaml", None),
     "NCE zero budget": (["search=nce", "search.budget=0"], "search.budget=0", None),
     "NCE on a network without residual blocks": (["search=nce", "model=mobilenet_v2"], "no free width", None),

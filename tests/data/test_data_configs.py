@@ -56,3 +56,8 @@ def test_config_instantiates_a_bundle_whose_batches_match_model_kwargs(name, dat
     assert x.shape[1] == bundle.model_kwargs["in_channels"]
     assert int(y.max()) < bundle.model_kwargs["num_classes"]
     assert bundle.train.seed == 3  # ${seed} reached the loader
+    # where the data came from (fashion_mnist: the system copy, as data_root holds no Fashion-MNIST)
+    assert bundle.source.startswith({"fashion_mnist": "/usr/share/datasets/fashion-mnist", "synthetic": "synthetic",
+                                     "cifar10": str(data_root / "cifar-10-batches-py"),
+                                     "cifar100": str(data_root / "cifar-100-python"),
+                                     "imagenet": str(data_root / "imagenet")}[name])

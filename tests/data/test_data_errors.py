@@ -6,11 +6,17 @@ DATA_ROOT; Hydra wraps a builder's exception, so the builder's own exception is 
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
+from data.idx import write_idx
+
+from test_cifar import write_fake_cifar10, write_fake_cifar100
+from test_detection_coco import write_tiny_coco
+from test_detection_voc import write_tiny_voc
 from test_sr_data import write_div2k
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -89,3 +95,70 @@ def test_bad_number_is_one_line_naming_the_config_key(name, override, start, tmp
     error = _build_error(name, tmp_path, overrides)
     assert isinstance(error, ValueError), repr(error)
     assert str(error).startswith(start) and "\n" not in str(error)
+
+
+def _cut(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+
+
+def _fashion_mnist_gz_cut_short(root: Path) -> Path:
+    (root / "fashion-mnist").mkdir()
+    for split in ("train", "t10k"):
+        images = np.random.default_rng(0).integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+        write_idx(root / "fashion-mnist" / f"{split}-images-idx3-ubyte.gz", images, compress=True)
+        write_idx(root / "fashion-mnist" / f"{split}-labels-idx1-ubyte.gz", images[:, 0, 0] % 10, compress=True)
+    _cut(root / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    return root / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+
+
+def _cifar10_batch_cut_short(root: Path) -> Path:
+    write_fake_cifar10(root)
+    _cut(root / "cifar-10-batches-py" / "data_batch_2")
+    return root / "cifar-10-batches-py" / "data_batch_2"
+
+
+def _cifar100_not_a_pickle(root: Path) -> Path:
+    write_fake_cifar100(root)
+    (root / "cifar-100-python" / "train").write_bytes(b"<html>404 Not Found</html>")
+    return root / "cifar-100-python" / "train"
+
+
+def _coco_json_cut_short(root: Path) -> Path:
+    (root / "coco").mkdir()
+    write_tiny_coco(root / "coco")
+    _cut(root / "coco" / "annotations" / "instances_val2017.json")
+    return root / "coco" / "annotations" / "instances_val2017.json"
+
+
+def _voc_split_file_binary(root: Path) -> Path:
+    write_tiny_voc(root)
+    split = root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "trainval.txt"
+    split.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe")  # a gzip header, not text
+    return split
+
+
+def _div2k_png_cut_short(root: Path) -> Path:
+    write_div2k(root / "DIV2K", scale=2)
+    _cut(root / "DIV2K" / "DIV2K_train_HR" / "0002.png")
+    return root / "DIV2K" / "DIV2K_train_HR" / "0002.png"
+
+
+# config -> writes its files with one damaged, returns that file. Read when the bundle is built: a one-line error
+# naming the file (the trainer's exit 2), not the reader library's message, which names none (issue 27 case 6).
+DAMAGED = {
+    "fashion_mnist": _fashion_mnist_gz_cut_short,
+    "cifar10": _cifar10_batch_cut_short,
+    "cifar100": _cifar100_not_a_pickle,
+    "coco": _coco_json_cut_short,
+    "voc": _voc_split_file_binary,
+    "div2k": _div2k_png_cut_short,
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_damaged_file_is_a_one_line_value_error_naming_it(name, tmp_path):
+    damaged = DAMAGED[name](tmp_path)
+    overrides = ["patches_per_epoch=16", "lr_patch_size=4", "test_limit=2"] if name == "div2k" else []
+    error = _build_error(name, tmp_path, overrides)
+    assert isinstance(error, ValueError), repr(error)
+    assert str(damaged) in str(error) and "\n" not in str(error), str(error)

@@ -1,14 +1,26 @@
 """Fashion-MNIST: the real files from the Debian package, the folder search order, and the missing-data error."""
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from data import fashion_mnist as fm
 from data.idx import write_idx
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "data" / "fashion_mnist.yaml"
+
+
+def _instantiate(data_root, **overrides):
+    """Build `data=fashion_mnist` the way the trainer does, with DATA_ROOT=`data_root` and data.<key> overrides."""
+    cfg = OmegaConf.create({"data_root": str(data_root), "seed": 0, "data": OmegaConf.load(CONFIG)})
+    for key, value in overrides.items():
+        cfg.data[key] = value
+    return hydra.utils.instantiate(cfg.data)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +73,7 @@ def test_search_order_prefers_root_layouts_over_the_system_copy(tmp_path):
     found = fm.locate_fashion_mnist(tmp_path, system_dirs=(SYSTEM,))
     assert found["train_images"] == tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz"
     bundle = fm.build(root=tmp_path, batch_size=8, augment=False)
+    assert bundle.source == str(tmp_path / "fashion-mnist")  # the folder read, for summary.json
     assert len(bundle.train) == 3  # 20 fake training images, not the 60000 real ones
     x, _ = next(iter(bundle.test))
     expected = (9 / 255 - fm.MEAN[0]) / fm.STD[0]
@@ -75,3 +88,30 @@ def test_missing_dataset_error_is_one_line_naming_every_folder(tmp_path):
     for folder in (tmp_path / "fashion-mnist", tmp_path / "FashionMNIST" / "raw", tmp_path / "system"):
         assert str(folder) in message
     assert "make data" in message and "DATA_ROOT" in message
+
+
+def test_an_explicit_root_without_the_files_is_a_one_line_error_not_a_fallback(tmp_path):
+    # data.root=<folder> typed by a researcher means that folder: training on the system copy instead would make
+    # config.yaml name a folder that was never read (issue 27 case 5).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InstantiationException) as err:
+        _instantiate(tmp_path / "default", root=str(empty))
+    error = err.value.__cause__
+    assert isinstance(error, FileNotFoundError), repr(error)
+    message = str(error)
+    assert "\n" not in message and f"data.root={empty}" in message
+    for stem in fm.FILES.values():
+        assert stem in message
+    assert str(SYSTEM) not in message.split(";")[0]  # the system copy was not searched, only suggested
+
+
+def test_an_explicit_root_holding_the_files_itself_is_read(tmp_path):
+    _write_fake(tmp_path / "mine", 20, 10, compress=False, fill=5)
+    bundle = _instantiate(tmp_path / "default", root=str(tmp_path / "mine"), batch_size=8)
+    assert bundle.source == str(tmp_path / "mine") and len(bundle.train) == 3
+
+
+def test_the_default_root_falls_back_to_the_system_copy_and_says_so(tmp_path):
+    bundle = _instantiate(tmp_path, train_subset=10)
+    assert bundle.source.startswith(f"{SYSTEM} (") and str(tmp_path) in bundle.source

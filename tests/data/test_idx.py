@@ -47,3 +47,23 @@ def test_non_idx_file_is_rejected(tmp_path):
     (tmp_path / "junk").write_bytes(b"PK\x03\x04 not an idx file")
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(tmp_path / "junk")
+
+
+@pytest.mark.parametrize("damage", ["cut short", "garbled"])
+def test_damaged_gzip_raises_one_line_naming_the_file(tmp_path, damage):
+    # gzip itself raises EOFError / BadGzipFile / zlib.error, which name no file and escape the trainer's one-line
+    # handling of bad data (issue 27 case 6).
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.random.default_rng(0).integers(0, 256, size=(20, 28, 28), dtype=np.uint8), compress=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if damage == "cut short" else data[:20] + bytes(b ^ 0x5A for b in data[20:]))
+    with pytest.raises(ValueError) as err:
+        read_idx(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_file_shorter_than_its_header_names_the_file(tmp_path):
+    (tmp_path / "img").write_bytes(bytes([0, 0, 8, 3, 0, 0]))  # declares 3 sizes, holds half of one
+    with pytest.raises(ValueError, match="truncated") as err:
+        read_idx(tmp_path / "img")
+    assert str(tmp_path / "img") in str(err.value)

@@ -190,6 +190,8 @@ def test_data_configs_instantiate(name, tmp_path):
     cfg = OmegaConf.create({"data_root": str(tmp_path), "seed": 5, "data": data})  # the lead's top-level keys
     bundle = hydra.utils.instantiate(cfg.data)
     assert bundle.model_kwargs["scale"] == 2 and bundle.train.dataset.seed == 5
+    assert bundle.source.startswith({"skimage_sr": "scikit-image", "div2k": str(tmp_path / "DIV2K"),
+                                     "sr_benchmark": f"{tmp_path / 'DIV2K'} (test: {tmp_path / 'benchmark' / 'Set5'})"}[name])
     assert len(list(bundle.test)) == {"skimage_sr": 1, "div2k": 2, "sr_benchmark": 2}[name]
     lr, hr = next(iter(bundle.train))
     assert hr.shape[-1] == 2 * lr.shape[-1] == 12
