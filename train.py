@@ -90,8 +90,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
 
 
 def fit(run: Run, state: TrainState, logger, run_dir: Path, *, fresh: bool) -> None:
-    """The loop: epochs of training steps, an evaluation and a checkpoint after each; no host sync except on
-    logging steps. Checkpoints also every checkpoint_every_min minutes and at a cluster's warning signal."""
+    """Epochs of steps (no host sync but on logging steps), each followed by an evaluation and a checkpoint."""
     spec, dist = run.specs.run, run.dist
     guard = PreemptionGuard(every_min=spec.checkpoint_every_min, dist=dist,
                             sync_every=spec.log_every if dist.enabled else 1)
