@@ -1,9 +1,10 @@
-"""pyproject.toml's ranges against requirements.txt's lock.
+"""pyproject.toml's ranges against requirements.txt's lock, and the console entry points.
 
 pyproject.toml says which versions the code works with (what `pip install lowbit` may pick, or keep from the user's
 environment); requirements.txt is the exact set `make venv` installs. The lock must be one point inside the ranges,
 and both must name the same packages, or `make test` tests an environment no user can get.
 """
+import importlib
 import tomllib
 from pathlib import Path
 
@@ -63,3 +64,9 @@ def test_license_file_is_declared_and_present():
     assert PROJECT["license"] == "MIT"
     for name in PROJECT["license-files"]:
         assert (ROOT / name).is_file(), f"license file {name} is missing"
+
+
+@pytest.mark.parametrize("script,target", sorted(PROJECT["scripts"].items()))
+def test_entry_point_targets_import_and_are_callable(script, target):
+    module, _, attr = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), attr)), f"{script} = {target!r} is not callable"
