@@ -31,6 +31,7 @@ from quant import (QConv2d, QLinear, QuantSpec, apply_deferred_updates, drain_gr
                    precision_stepper, sync_quant_state, warmup_grad_intervals)
 from runtime import atomic, checkpoint, cli, distributed, resume_guard, run_info
 from runtime.compile import compile_model, eager_fallbacks
+from runtime.extras import MissingExtra
 from runtime.preemption import PreemptionGuard
 from runtime.results import read_summary
 from runtime.run_lock import RunInUseError, run_lock
@@ -172,13 +173,18 @@ def train_step(step_model, model, task, batch, optimizers, schedulers, params, *
 
 
 def build(node: DictConfig, **kwargs):
-    """instantiate(node), with a builder's own one-line FileNotFoundError / ValueError unwrapped from Hydra's."""
+    """instantiate(node), with a builder's own one-line FileNotFoundError / ValueError unwrapped from Hydra's, and
+    a missing optional package (runtime.extras) found under Hydra's "Error locating target"."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, (FileNotFoundError, ValueError, TypeError)):
             raise ConfigError(str(cause)) from cause
+        while cause is not None:
+            if isinstance(cause, MissingExtra):
+                raise ConfigError(str(cause)) from cause
+            cause = cause.__cause__
         raise
 
 

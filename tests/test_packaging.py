@@ -1,10 +1,12 @@
-"""pyproject.toml's ranges against requirements.txt's lock, and the console entry points.
+"""pyproject.toml's ranges against requirements.txt's lock, the console entry points, and the one-line error of a
+config that needs an extra which is not installed.
 
 pyproject.toml says which versions the code works with (what `pip install lowbit` may pick, or keep from the user's
 environment); requirements.txt is the exact set `make venv` installs. The lock must be one point inside the ranges,
 and both must name the same packages, or `make test` tests an environment no user can get.
 """
 import importlib
+import sys
 import tomllib
 from pathlib import Path
 
@@ -70,3 +72,23 @@ def test_license_file_is_declared_and_present():
 def test_entry_point_targets_import_and_are_callable(script, target):
     module, _, attr = target.partition(":")
     assert callable(getattr(importlib.import_module(module), attr)), f"{script} = {target!r} is not callable"
+
+
+@pytest.mark.parametrize("target,missing,extra", [
+    ("tasks.detection.DetectionTask", "torchmetrics", "detection"),
+    ("tasks.detection.DetectionTask", "pycocotools", "detection"),
+    ("tasks.super_resolution.SuperResolutionTask", "torchmetrics", "sr"),
+    ("data.sr_skimage.build", "skimage", "sr"),
+])
+def test_a_config_needing_a_missing_extra_is_one_line_naming_it(monkeypatch, target, missing, extra):
+    from omegaconf import OmegaConf
+
+    import train
+
+    for name in [m for m in sys.modules if m == missing or m.startswith(missing + ".")] + [missing]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: `import name` fails as if absent
+    monkeypatch.delitem(sys.modules, target.rsplit(".", 1)[0], raising=False)  # imported afresh by Hydra
+    with pytest.raises(train.ConfigError) as err:
+        train.build(OmegaConf.create({"_target_": target}))
+    assert f"needs {missing}, which is not installed" in str(err.value)
+    assert str(err.value).endswith(f"[{extra}]'") and "\n" not in str(err.value)
