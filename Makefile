@@ -9,6 +9,7 @@ FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
 setup: venv data
 
+# requirements.txt is the lock (exact versions); pyproject.toml only the ranges, so --no-deps keeps the lock's set.
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

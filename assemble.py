@@ -23,6 +23,7 @@ from quant import QuantSpec, quant_parameters, quantize_
 from quant.lifecycle import QuantLifecycle
 from runtime import distributed, run_info
 from runtime.compile import compile_model
+from runtime.extras import MissingExtra
 from runtime.run_logger import WandbSpec
 from search.nce import NullSearch, architecture_parameters
 
@@ -71,13 +72,18 @@ class Specs:
 
 
 def build(node: DictConfig, **kwargs):
-    """instantiate(node), with a builder's own one-line FileNotFoundError / ValueError unwrapped from Hydra's."""
+    """instantiate(node), with a builder's own one-line FileNotFoundError / ValueError unwrapped from Hydra's, and
+    a missing optional package (runtime.extras) found under Hydra's "Error locating target"."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, (FileNotFoundError, ValueError, TypeError)):
             raise ConfigError(str(cause)) from cause
+        while cause is not None:
+            if isinstance(cause, MissingExtra):
+                raise ConfigError(str(cause)) from cause
+            cause = cause.__cause__
         raise
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import skimage.data
-
 from data.bundle import DataBundle
 from data.checks import check_int, check_ints
 from data.sr_images import SRPairs, to_rgb_uint8
 from data.sr_patches import SRPatchDataset, SRTestLoader, SRTrainLoader
+from runtime.extras import MissingExtra
+
+try:
+    import skimage.data
+except ModuleNotFoundError as e:
+    raise MissingExtra("data=skimage_sr", e.name, "sr") from e
 
 #: Images bundled in the scikit-image wheel itself (loading them never downloads). `cat` is `chelsea`.
 SHIPPED = (

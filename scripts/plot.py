@@ -25,7 +25,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from runtime.extras import MissingExtra
+
+try:
+    import matplotlib
+except ModuleNotFoundError as e:
+    raise MissingExtra("scripts/plot.py", e.name, "plots") from e
 
 matplotlib.use("Agg")  # files only: no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402

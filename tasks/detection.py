@@ -12,9 +12,15 @@ shards) issue different numbers of collectives, which crashed or hung under gloo
 """
 import torch
 from torch import nn
-from torchmetrics.detection import MeanAveragePrecision
 
+from runtime.extras import MissingExtra
 from tasks.reduce import all_gather_objects, is_distributed
+
+try:
+    import pycocotools  # noqa: F401  MeanAveragePrecision's backend: checked now, not at the first evaluation
+    from torchmetrics.detection import MeanAveragePrecision
+except ModuleNotFoundError as e:
+    raise MissingExtra("task=detection", e.name, "detection") from e
 
 # torchmetrics' keys we report: mAP@[.5:.95], AP@.5, AP@.75, recall with up to 100 detections per image
 _REPORTED = ("map", "map_50", "map_75", "mar_100")

@@ -16,9 +16,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
+from runtime.extras import MissingExtra
 from tasks.reduce import all_reduce_sum
+
+try:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+except ModuleNotFoundError as e:
+    raise MissingExtra("task=super_resolution", e.name, "sr") from e
 
 #: ITU-R BT.601 RGB -> Y weights for RGB in [0, 1] and Y on the 0..255 scale (MATLAB `rgb2ycbcr`).
 BT601_Y_WEIGHTS = (65.481, 128.553, 24.966)
