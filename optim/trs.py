@@ -27,6 +27,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from quant.forward import WeightQuantizer
+from quant.unwrap import unwrap
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +51,7 @@ class TRSSpec:
 
 def quantized_weights(model: nn.Module) -> list[tuple[str, Tensor, WeightQuantizer]]:
     """(layer name, weight, its WeightQuantizer) of every layer whose weights are quantized."""
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     return [(name, m.weight, m.wq) for name, m in model.named_modules() if isinstance(getattr(m, "wq", None),
                                                                                       WeightQuantizer)]
 

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from quant.apt import AptPolicy, ControllerState, apt_shift, controller_step, diff_bit, quantize_apt
 from quant.state import OptionalStateMixin
+from quant.unwrap import unwrap
 
 #: layout of AptQuantizer.pending: sums since the last apply_deferred_updates
 PENDING_NAMES = ("valid", "shift", "diff_bit")
@@ -170,7 +171,7 @@ class AptGradQuantizer(AptQuantizer):
 
 def named_apt_quantizers(model: nn.Module) -> list[tuple[str, AptQuantizer]]:
     """(layer name, quantizer) for every APT quantizer, in module order; the role is `quantizer.role`."""
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     return [(name.rpartition(".")[0], m) for name, m in model.named_modules() if isinstance(m, AptQuantizer)]
 
 

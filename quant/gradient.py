@@ -36,6 +36,7 @@ from torch import Tensor
 from quant.grad.base import GradPolicy
 from quant.primitives import grid_index, symmetric_levels
 from quant.state import OptionalStateMixin
+from quant.unwrap import unwrap
 
 # Layout of GradQuantizer.stats: a "fresh" flag (recorded since the last drain), then the statistics.
 STAT_NAMES = ("E_G", "E_GL", "clip_frac", "gamma", "g_max")
@@ -182,5 +183,5 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
 
 def named_grad_quantizers(model: nn.Module) -> list[tuple[str, GradQuantizer]]:
     """(layer name, its GradQuantizer); the layer name is the module name in named_modules ("layer1.0.conv1")."""
-    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper names everything "_orig_mod.*"
+    model = unwrap(model)
     return [(name.rpartition(".")[0], m) for name, m in model.named_modules() if isinstance(m, GradQuantizer)]

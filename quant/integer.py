@@ -45,6 +45,7 @@ from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
                           span)
 from quant.primitives import grid_index, unsigned_levels
+from quant.unwrap import unwrap
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
@@ -128,7 +129,7 @@ def kernel_choices(model: nn.Module) -> dict[str, str]:
 
     "int8-forward": a convolution whose forward runs int8 (quant.direct_conv, where its batch x output pixels
     reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose backward runs exact."""
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     return {name: ("int8-forward" if m.op is not None and m.op.int8 and not m.op.int8_backward else m.kernel)
             for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
 

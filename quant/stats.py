@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from quant.apt_layers import AptGradQuantizer, named_apt_quantizers
 from quant.gradient import STAT_NAMES, named_grad_quantizers
+from quant.unwrap import unwrap
 
 FULL_BITS = 32.0  # a role kept in full precision counts as 32-bit in the MAC cost
 
@@ -79,7 +80,7 @@ def apt_cost(model: nn.Module) -> torch.Tensor:
     layers with an APT gradient quantizer count (its forward notes the output size); 0 before any forward.
     """
     rows = []
-    for layer in getattr(model, "_orig_mod", model).modules():
+    for layer in unwrap(model).modules():
         gq = getattr(layer, "gq", None)
         if not isinstance(gq, AptGradQuantizer):
             continue

@@ -26,6 +26,7 @@ from quant.apt_layers import AptQuantizer, named_apt_quantizers
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.grad.base import GradPolicy
 from quant.gradient import GradQuantizer, named_grad_quantizers
+from quant.unwrap import unwrap
 
 AllReduce = Callable[[Tensor], None]
 
@@ -133,7 +134,7 @@ def sync_quant_state(model: nn.Module, all_reduce: AllReduce | None = None) -> N
     """
     if all_reduce is None:
         return
-    quantizers = [m for m in getattr(model, "_orig_mod", model).modules()
+    quantizers = [m for m in unwrap(model).modules()
                   if isinstance(m, (WeightQuantizer, ActQuantizer, GradQuantizer))]
     if not quantizers:
         return

@@ -27,6 +27,7 @@ NUMBER_OR_NULL = ("checkpoint_every_min",)
 # Settings that do not change what a run computes (where and how fast it runs, what it prints, where files live):
 # configs/config.yaml leaves them out of the run folder's name and runtime/resume_guard ignores them when it compares
 # configs; tests/runtime/test_run_identity.py keeps the three lists equal. A sweep over one of them is refused.
+PATH_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root")  # they place the folder instead
 SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger.mode", "logger.project",
                     "logger.entity", "data.num_workers", "hydra.launcher.n_jobs", "checkpoint_every_min")
 INT_OR_NULL = ("bits", "threads", "quant.bits.w", "quant.bits.a", "quant.bits.g", "data.train_subset",
@@ -93,12 +94,15 @@ def _group_choices(override, group: str) -> tuple[list[str], str | None]:
     return selected, None
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Every dotted key of a plain (unresolved) config: dicts and their leaves; lists are leaves."""
-    flat = {prefix: node} if prefix else {}
-    if isinstance(node, dict):
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+def flatten(node: Any, prefix: str = "", *, branches: bool = False) -> dict[str, Any]:
+    """{"optim.epochs": 3, "quant.keep_fp": [...], ...} of a plain config dict: lists are leaves, and so are empty
+    dicts. `branches=True` also lists every dict itself under its own key ("optim": {...}), so that the result says
+    which keys exist at all (the override checks); without, it is the leaves to compare (the resume check)."""
+    if not isinstance(node, dict) or (prefix and not node and not branches):
+        return {prefix: node}
+    flat = {prefix: node} if prefix and branches else {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key), branches=branches))
     return flat
 
 
@@ -112,7 +116,7 @@ def _compose_defaults(group_overrides: list[str]) -> dict[str, Any] | None:
             cfg = compose(CONFIG_NAME, overrides=group_overrides)
     except Exception:  # noqa: BLE001 - a broken experiment file or `+group` misuse: Hydra's own message is better
         return None
-    return _flatten(OmegaConf.to_container(cfg, resolve=False))
+    return flatten(OmegaConf.to_container(cfg, resolve=False), branches=True)
 
 
 def _type_error(key: str, default: Any, value: Any, typed: str) -> str | None:

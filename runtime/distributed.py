@@ -41,10 +41,8 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def all_reduce_sum(self, t: torch.Tensor) -> None:
-        """In-place sum over ranks (asynchronous on GPU: no host sync); a no-op on one process."""
-        if self.enabled:
-            dist.all_reduce(t)
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(t)
 
     def any(self, flags: list[bool]) -> list[bool]:
         """Element-wise OR of small host flags over ranks (a CPU all-reduce on the gloo group)."""
@@ -65,6 +63,14 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier(group=self.control)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over all ranks in place and return it (asynchronous on GPU: no host sync); unchanged when no
+    process group is initialized (one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def _export_submitit_env() -> None:

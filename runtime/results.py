@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import PATH_KEYS, SAME_FOLDER_KEYS
+
 #: the label the trainer writes for full precision, both as `quantizer` and as `bits`
 FULL_PRECISION = "fp32"
 SUMMARY = "summary.json"
 #: `optim` labels that do not mark a row: SGD with its schedules, the optimizer every paper table starts from
 PLAIN_OPTIMIZERS = ("sgd", "sgd_multistep")
-#: config keys that do not change what a run computes: configs/config.yaml's override_dirname.exclude_keys (kept out
-#: of run folder names for that reason; a test keeps the two lists in step), with the whole logger node. Two runs of
-#: one seed whose configs differ only here are the same training run twice (`result_config`).
-NON_RESULT_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root", "device", "compile", "amp",
-                   "progress", "threads", "log_every", "logger", "data.num_workers", "checkpoint_every_min")
+#: config keys that do not change what a run computes: those that place or do not name the run folder
+#: (runtime.cli.PATH_KEYS, SAME_FOLDER_KEYS), with the whole logger node. Two runs of one seed whose configs differ only
+#: here are the same training run twice (`result_config`).
+NON_RESULT_KEYS = (*PATH_KEYS, "logger", *(k for k in SAME_FOLDER_KEYS if not k.startswith(("logger.", "hydra."))))
 
 
 class ResultsError(ValueError):

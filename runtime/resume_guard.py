@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runtime.cli import SAME_FOLDER_KEYS
+from runtime.cli import SAME_FOLDER_KEYS, flatten
 
 CONFIG_NAME = "config.yaml"
 # Keys (and whole subtrees) that do not change what a run computes: the settings that do not name the run folder
@@ -25,23 +25,13 @@ MAX_SHOWN = 5
 log = logging.getLogger(__name__)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{"optim.epochs": 3, "quant.keep_fp": [...], ...}: dicts are walked, lists compared whole."""
-    if not isinstance(node, dict) or (prefix and not node):
-        return {prefix: node}
-    flat = {}
-    for key, value in node.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def _ignored(key: str) -> bool:
     return any(key == name or key.startswith(name + ".") for name in IGNORED)
 
 
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths whose values differ (or exist on one side only), sorted, leaving out IGNORED keys."""
-    old, new = _flatten(stored), _flatten(current)
+    old, new = flatten(stored), flatten(current)
     return sorted(k for k in old.keys() | new.keys() if not _ignored(k) and old.get(k, ...) != new.get(k, ...))
 
 
@@ -76,7 +66,7 @@ def check_resume_config(run_dir: Path, config: dict[str, Any]) -> str | None:
     keys = changed_keys(stored, config)
     if not keys:
         return None
-    old, new = _flatten(stored), _flatten(config)
+    old, new = flatten(stored), flatten(config)
     shown = [f"{k}={_short(new[k])} (was {_short(old[k])})" if k in old and k in new
              else f"{k} {'added' if k in new else 'removed'}" for k in keys[:MAX_SHOWN]]
     more = f" and {len(keys) - MAX_SHOWN} more" if len(keys) > MAX_SHOWN else ""

@@ -32,9 +32,9 @@ from torch import Tensor
 
 from models.widths import LayerCost, count_cost, current_widths, layer_costs, set_width, width_pairs
 from runtime import atomic
+from runtime.cli import CONFIG_DIR
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FOUND_MARK = "# Found by the NCE search"  # first line of every config this search writes
 
 

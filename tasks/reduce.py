@@ -12,16 +12,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from runtime.distributed import all_reduce_sum  # noqa: F401 - the tasks' sum over ranks is the trainer's
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum `tensor` over all ranks in place and return it; unchanged when torch.distributed is not initialized."""
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

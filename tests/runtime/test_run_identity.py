@@ -3,17 +3,23 @@ the settings that do not. If the two lists drift apart, a sweep over such a key 
 second is refused (or skipped as finished) while the sweep reports success."""
 from omegaconf import OmegaConf
 
-from runtime.cli import CONFIG_DIR, SAME_FOLDER_KEYS, check_overrides, run_id
+from runtime.cli import CONFIG_DIR, PATH_KEYS, SAME_FOLDER_KEYS, check_overrides, run_id
 from runtime.resume_guard import IGNORED
-
-PATH_KEYS = {"experiment", "name", "run_id", "run_dir", "results_dir", "data_root"}  # they place the folder
 
 
 def test_keys_left_out_of_the_folder_name_are_exactly_those_that_change_no_result():
     excluded = set(OmegaConf.load(CONFIG_DIR / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
-    assert excluded - PATH_KEYS == set(SAME_FOLDER_KEYS)
+    assert excluded - set(PATH_KEYS) == set(SAME_FOLDER_KEYS)
     assert "amp" not in excluded  # bf16 autocast changes numerics
     assert set(SAME_FOLDER_KEYS) <= set(IGNORED)
+
+
+def test_a_sweep_over_amp_keeps_both_runs_in_the_results_table():
+    """The table pools reruns by their result-changing config: amp must count there too."""
+    from runtime.results import result_config
+
+    assert result_config({"amp": False, "seed": 0}) != result_config({"amp": True, "seed": 0})
+    assert result_config({"compile": False, "seed": 0}) == result_config({"compile": True, "seed": 0})
 
 
 def test_a_multi_process_run_has_its_own_folder():
