@@ -30,7 +30,7 @@ from runtime.preemption import PreemptionGuard
 from runtime.run_lock import RunInUseError, run_lock
 from runtime.run_folder import RunFolderRefused, check_run_folder, record_failure, remove_empty_run_dir
 from runtime.run_logger import NullLogger, RunLogger
-from runtime.sweep_summary import mark_refused
+from reports.sweep_summary import mark_refused
 from runtime.train_state import TrainState
 
 log = logging.getLogger("train")

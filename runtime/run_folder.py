@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from runtime import atomic, distributed, resume_guard
-from runtime.results import read_summary
+from reports.results import read_summary
 
 log = logging.getLogger("train")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runtime.results import FULL_PRECISION
+from reports.results import FULL_PRECISION
 
 
 def _bit(value) -> str:
@@ -43,7 +43,7 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
     choice: `model=timm model.name=resnet50` -> `timm:resnet50` (a generic config names its network only
     through `name`). The quantizer is the `quant/grad` choice (the `quant` choice, `apt`, for an adaptive-precision
     config), or `fp32` when nothing is quantized (a fixed ratio's gamma stays in the summary's config:
-    `runtime.results.quantizer_label` shows it). `optim` is the `optim` choice (sgd, sgd_multistep, adamw, sgdt,
+    `reports.results.quantizer_label` shows it). `optim` is the `optim` choice (sgd, sgd_multistep, adamw, sgdt,
     adamt, ...), or the optimizer class name in lower case.
 
     A group missing from `choices` (a config composed without Hydra's runtime, as in unit tests that call

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 
 from models.widths import count_cost, current_widths
 from runtime import atomic
-from runtime.results import ResultsError, load_runs, read_metrics, read_summary
+from reports.results import ResultsError, load_runs, read_metrics, read_summary
 from scripts.plot import plt, save_figure  # Agg backend, atomic PNG writes
 
 

@@ -36,9 +36,9 @@ matplotlib.use("Agg")  # files only: no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from runtime import atomic  # noqa: E402
-from runtime.results import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
+from reports.results import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
                              load_runs, metric_label, read_metrics)
-from runtime.results_table import ResultTable, build_table, row_sort_key  # noqa: E402
+from reports.results_table import ResultTable, build_table, row_sort_key  # noqa: E402
 
 #: (metrics.jsonl key prefix, y-axis label, file suffix) of the per-layer figures
 LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),

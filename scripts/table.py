@@ -3,7 +3,7 @@
     python scripts/table.py [--root results] [--name NAME] [--task TASK] [--out results/<name>/table]
 
 writes <out>.md and <out>.csv (long format: one line per cell) and prints the Markdown. The table itself is built
-by runtime.results_table (also used by the sweep callback); this file is only the command line.
+by reports.results_table (also used by the sweep callback); this file is only the command line.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.results import ResultsError
-from runtime.results_table import build_table, render_markdown, write_table
+from reports.results import ResultsError
+from reports.results_table import build_table, render_markdown, write_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+pytest_plugins = ["tests.fake_runs"]  # fake run folders for the tests of reports/ and scripts/
+
 
 @pytest.fixture
 def fresh_dynamo():

@@ -16,7 +16,7 @@ def test_keys_left_out_of_the_folder_name_are_exactly_those_that_change_no_resul
 
 def test_a_sweep_over_amp_keeps_both_runs_in_the_results_table():
     """The table pools reruns by their result-changing config: amp must count there too."""
-    from runtime.results import result_config
+    from reports.results import result_config
 
     assert result_config({"amp": False, "seed": 0}) != result_config({"amp": True, "seed": 0})
     assert result_config({"compile": False, "seed": 0}) == result_config({"compile": True, "seed": 0})

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 from omegaconf import OmegaConf
 
-from runtime.results_table import build_table, render_markdown
-from runtime.sweep_summary import SweepSummary
+from reports.results_table import build_table, render_markdown
+from reports.sweep_summary import SweepSummary
 
 
 def _config(sweep_dir, mode="disabled"):
@@ -116,7 +116,7 @@ if __name__ == "__main__":
     from hydra.core.config_store import ConfigStore
     ConfigStore.instance().store(name="config", node={
         "x": 1, "name": "app", "hydra": {"sweep": {"dir": "${oc.env:SWEEP_DIR}", "subdir": "x=${x}"},
-                                         "callbacks": {"s": {"_target_": "runtime.sweep_summary.SweepSummary"}}}})
+                                         "callbacks": {"s": {"_target_": "reports.sweep_summary.SweepSummary"}}}})
     main()
 """
 

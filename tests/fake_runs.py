@@ -1,4 +1,5 @@
-"""Fake run folders in the exact format train.py writes (results/<name>/<run_id>/{summary.json,metrics.jsonl})."""
+"""Fake run folders in the exact format train.py writes (results/<name>/<run_id>/{summary.json,metrics.jsonl}),
+as fixtures for the tests of reports/ and scripts/ (registered in tests/conftest.py)."""
 import json
 
 import pytest

@@ -3,7 +3,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from runtime.cli import CONFIG_DIR
-from runtime.results_table import build_table
+from reports.results_table import build_table
 from runtime.run_info import bits_label, run_labels
 
 

@@ -1,4 +1,4 @@
-"""runtime.results_table and its CLI scripts/table.py: one row per (model, quantizer), one column per bit setting,
+"""reports.results_table and its CLI scripts/table.py: one row per (model, quantizer), one column per bit setting,
 mean ± sample std over seeds of the final and of the best metric."""
 import csv
 import io
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.results import NON_RESULT_KEYS, bits_sort_key, quantizer_label, read_summary
-from runtime.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
-from runtime.sweep_summary import count_statuses
+from reports.results import NON_RESULT_KEYS, bits_sort_key, quantizer_label, read_summary
+from reports.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
+from reports.sweep_summary import count_statuses
 from scripts.table import main
 
 

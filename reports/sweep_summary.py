@@ -30,8 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runtime import atomic
-from runtime.results import SUMMARY, read_summary
-from runtime.results_table import CSV_COLUMNS, ResultTable, build_table, render_markdown, table_rows, write_table
+from reports.results import SUMMARY, read_summary
+from reports.results_table import CSV_COLUMNS, ResultTable, build_table, render_markdown, table_rows, write_table
 
 log = logging.getLogger(__name__)
 #: file in each job's folder naming the sweep that last ran the job

@@ -3,7 +3,7 @@
 The trainer (train.py) writes every run to `results/<name>/<run_id>/` with `config.yaml`, `metrics.jsonl`
 (one JSON object per logging step / evaluation) and `summary.json` (status, error, the labels of what was run
 from `runtime.run_info.run_labels`, final and best metrics). The trainer's resume check, the table builder
-(`runtime.results_table`), the sweep callback (`runtime.sweep_summary`) and the command-line tools
+(`reports.results_table`), the sweep callback (`reports.sweep_summary`) and the command-line tools
 (`scripts/table.py`, `scripts/plot.py`) all read runs through this module, so a change to the contract is made
 here once.
 """

@@ -10,7 +10,7 @@ AdamW (their "Adam"), AdamT.
 
 Runs are grouped by the labels the trainer wrote (`runtime.run_info.run_labels`: the Hydra config choices), so
 runs of different models or datasets never share a row or a cell; an architecture search run (search=nce) has its own
-row ("resnet20 search=nce", `runtime.results.model_label`). A cell counts seeds, not run folders: runs of one seed
+row ("resnet20 search=nce", `reports.results.model_label`). A cell counts seeds, not run folders: runs of one seed
 with the same result-changing config (a later sweep ran it again) count once, and the cell is marked † with a line
 under the table saying which seeds ran more than once (`_one_run_per_seed`).
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import atomic
-from runtime.results import FULL_PRECISION, RunRecord, bits_slug, bits_sort_key, load_runs, metric_label
+from reports.results import FULL_PRECISION, RunRecord, bits_slug, bits_sort_key, load_runs, metric_label
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "lbt_imagenet.csv"
 TRS_REFERENCE_CSV = REFERENCE_CSV.with_name("trs_imagenet.csv")
@@ -226,7 +226,7 @@ def build_table(root: str | Path = "results", name: str | None = None, *, task: 
 
     One Section per (experiment, dataset, task, metric) and one row per (model, quantizer) label, so runs that
     must not be averaged together never meet in a cell. Runs that did not finish with a final metric go to
-    `excluded`. Raises runtime.results.ResultsError (one line).
+    `excluded`. Raises reports.results.ResultsError (one line).
     """
     runs = load_runs(root, name=name, task=task)
     ref = load_reference(Path(reference)) if reference is not None else {}
