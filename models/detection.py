@@ -27,6 +27,9 @@ PREDICTION_LAYERS = (
     "head.regression_head.bbox_reg",
     "head.regression_head.bbox_ctrness",
 )
+#: what compile=true compiles (runtime.compile.compile_model): the backbone + FPN and the head, the dense fixed-shape
+#: part that holds every quantized layer; anchors, target matching, losses and NMS (`.item()`, `nonzero`) stay eager
+COMPILE_TARGETS = ("backbone", "head")
 _RETURNED = ("layer2", "layer3", "layer4")  # C3-C5 (strides 8, 16, 32) -> P3-P5, then P6-P7 from P5
 # One point per location and level. FCOS assigns an object to the level whose regression range (4x..8x this
 # size) holds its largest center-to-edge distance, so the size only sets that range; as in fcos_resnet50_fpn.
@@ -76,7 +79,7 @@ def fcos(
         out_channels=fpn_channels,
         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
     )
-    return FCOS(
+    model = FCOS(
         fpn,
         num_classes,
         # min = max = the data's square canvas: the detector's internal resize is then the identity
@@ -88,3 +91,5 @@ def fcos(
         nms_thresh=nms_thresh,
         detections_per_img=detections_per_img,
     )
+    model.compile_targets = COMPILE_TARGETS
+    return model

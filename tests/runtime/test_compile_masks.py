@@ -63,3 +63,29 @@ def test_eager_fallbacks_name_graph_breaks_and_backend_failures(fresh_dynamo):
     torch.compile(fails_in_inductor)(torch.randn(8), torch.randn(8))
     new = eager_fallbacks() - before
     assert sum(new.values()) >= 2 and any("Backend compiler" in reason for reason in new), new
+
+
+class DenseThenMatching(nn.Module):
+    """A detector in miniature: a dense part, then a data-dependent one (a host read and a nonzero)."""
+
+    compile_targets = ("dense",)
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        y = self.dense(x)
+        positive = (y > y.mean().item()).nonzero()  # a graph break and an Inductor failure if compiled
+        return y[positive[:, 0]].sum() + y.sum()
+
+
+def test_compile_targets_compiles_only_the_named_submodules_in_place(fresh_dynamo):
+    model = DenseThenMatching()
+    keys = list(model.state_dict())
+    before = eager_fallbacks()
+    compiled = compile_model(model)
+    compiled(torch.randn(4, 8)).backward()
+    assert compiled is model and list(compiled.state_dict()) == keys  # checkpoints and quant.keep_fp names unchanged
+    assert model.dense._compiled_call_impl is not None  # the dense part did compile
+    assert eager_fallbacks() - before == {}, "the data-dependent forward was compiled"
