@@ -1,16 +1,20 @@
 """The benchmark scripts run as the README and the result files quote them (python scripts/bench_*.py ...), on tiny
 eager settings: a config override or an import that rots fails here, not in a user's hands. Timings are not
 checked (they belong in the reports, not in tests); the rows and the ratio columns are."""
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# `python scripts/x.py` puts scripts/ first on sys.path, not the checkout: without this, `import assemble` would find
+# whichever checkout the venv's editable install points to (e.g. another git worktree), not the one under test
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run_bench(script: str, *args: str, out: Path) -> str:
-    proc = subprocess.run([sys.executable, f"scripts/{script}", *args, "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, f"scripts/{script}", *args, "--out", str(out)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out.read_text()
@@ -56,7 +60,7 @@ def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
 
 
 def test_bench_step_rejects_a_malformed_conv_rule():
-    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--conv-rules" in proc.stderr and "16/64" in proc.stderr
 
