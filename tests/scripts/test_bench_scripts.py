@@ -23,7 +23,7 @@ def run_bench(script: str, *args: str, out: Path) -> str:
 def table_rows(report: str) -> list[list[str]]:
     """The cells of every Markdown table row that is not a header or a separator."""
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
-    headers = ("config", "layer", "B x C x H x W, stride")
+    headers = ("config", "layer", "B x C x H x W, stride", "optim", "variant")
     return [r for r in rows if not set("".join(r)) <= set("-:") and r[0] not in headers]
 
 
@@ -71,3 +71,12 @@ def test_bench_int8_times_the_convolution_lowerings(tmp_path):
     rows = table_rows(report)
     assert rows and all(len(r) == 10 for r in rows)  # shape, pixels, 3 fp32 ops, 2 direct, 3 im2col
     assert all(float(c) > 0 for r in rows for c in r[2:])
+
+
+def test_bench_trs_compares_each_trs_optimizer_with_its_base(tmp_path):
+    report = run_bench("bench_trs.py", "--batch-size", "2", "--optims", "sgd,sgdt", "--warmup", "0", "--rounds", "1",
+                       "--steps", "1", out=tmp_path / "trs.md")  # always compiled: the slowest of these tests
+    rows = {r[0]: r for r in table_rows(report)}
+    assert set(rows) == {"sgd", "sgdt"}
+    assert rows["sgd"][2] == "1 (base)" and ratio(rows["sgdt"][2]) > 0
+
