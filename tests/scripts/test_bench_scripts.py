@@ -80,3 +80,11 @@ def test_bench_trs_compares_each_trs_optimizer_with_its_base(tmp_path):
     assert set(rows) == {"sgd", "sgdt"}
     assert rows["sgd"][2] == "1 (base)" and ratio(rows["sgdt"][2]) > 0
 
+
+def test_bench_ddp_times_the_step_with_and_without_the_reduction(tmp_path):
+    report = run_bench("bench_ddp.py", "--batch-size", "2", "--warmup", "0", "--rounds", "1", "--steps", "1",
+                       out=tmp_path / "ddp.md")  # 2 gloo ranks
+    rows = table_rows(report)
+    assert [r[0] for r in rows] == ["DDP, gamma updated per rank (no reduction)",
+                                    "DDP + one packed all-reduce of the quantizer statistics"]
+    assert ratio(rows[0][2]) == 1.0 and ratio(rows[1][2]) > 0
