@@ -1,9 +1,11 @@
-"""Time one training step of ResNet-20 with APT against fixed 8/8/8, built from the trainer's own pieces.
+"""Time one training step of ResNet-20 with APT against fixed 8/8/8, as a run takes it.
 
-Each row composes the Hydra config the way `python train.py <overrides>` does and builds the step with train.py's
-functions: `build_quant_spec`, `quantize_`, `set_precision_schedule`, `build_optimizers`, `warmup_grad_intervals`,
-`precision_stepper` and `train_step` (forward, backward, optimizer steps, LR schedules), counting steps as the
-trainer does, so APT's timed steps mix check steps and plain steps (docs/methods.md §4.2). Rows:
+Each row is a run built by the trainer's assembly (bench_common.build_run: the Hydra config composed as
+`python train.py <overrides>` does, assemble.read_specs, assemble.assemble, train.fit's first-batch warm-up), on
+1x28x28 images of the in-memory synthetic data set. A step is what train.fit does per batch:
+`run.quant.before_step(step)` (APT's check cadence) then `Run.train_step` (forward, backward, optimizer steps, LR
+schedules), counting steps as the trainer does, so APT's timed steps mix check steps and plain steps
+(docs/methods.md §4.2). Rows:
 
 - `fixed 8/8/8`: the project's fixed point, `bits=8 quant/grad=minmax` (learnable W/A intervals, min-max clip);
 - `apt8`: the APT format with its bits pinned (`quant=apt quant.precision.candidates=[8]`);
@@ -12,7 +14,7 @@ trainer does, so APT's timed steps mix check steps and plain steps (docs/methods
 - `apt8-24, check every 4`: the same with `check_every=4`: diff_bit measured on every 4th step only
   (docs/methods.md §4.2); the other rows measure it every step (the default, the method as stated).
 
-Compiled steps compile the model as train.py does; the compile count after the timed steps shows whether bit
+Compiled rows are assembled with compile=true; the compile count after the timed steps shows whether bit
 changes recompiled it (APT's bits are tensors). Steps are interleaved over rounds (row after row) so that load
 from other processes spreads over all rows. Each round times a block of consecutive steps per row; ms/step is the
 median over the rounds of block time / steps, and the ratio is to `fixed 8/8/8` in the same mode. With --steps a
@@ -35,11 +37,8 @@ import time
 import torch
 import torch._dynamo
 
-import train
-from quant import precision_stepper, quantize_, set_precision_schedule, warmup_grad_intervals
 from quant.apt_layers import named_apt_quantizers
-from runtime.compile import compile_model
-from scripts.bench_common import compose_config, emit_report
+from scripts.bench_common import build_run, emit_report
 
 ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
         "apt8": ["quant=apt", "quant.precision.candidates=[8]"],
@@ -48,33 +47,22 @@ ROWS = {"fixed 8/8/8": ["bits=8", "quant/grad=minmax"],
 
 
 class Row:
-    """One configuration: model, optimizers, schedulers and a compiled step model, as train.py builds them."""
+    """One configuration: a run as train.py assembles it (compiled for compile=true), and its step count."""
 
-    def __init__(self, name: str, overrides: list[str], batch, *, compiled: bool, steps_per_epoch: int) -> None:
-        cfg = compose_config(["model=resnet20", "data=fashion_mnist", *overrides])
-        self.name, self.batch = name, batch
-        torch.manual_seed(0)
-        self.task = train.build(cfg.task)
-        self.model = train.build(cfg.model, num_classes=10, in_channels=1)
-        quantize_(self.model, train.build_quant_spec(cfg))
-        set_precision_schedule(self.model, steps_per_epoch=steps_per_epoch, epochs=cfg.optim.epochs)
-        self.model.to(memory_format=torch.channels_last).train()
-        self.optimizers, self.schedulers, self.params = train.build_optimizers(
-            cfg, self.model, steps_per_epoch=steps_per_epoch, epochs=cfg.optim.epochs)
-        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, batch))
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.step_model = compile_model(self.model) if compiled else self.model
-        self.count = 0
-        self.precision_step = precision_stepper(self.model)  # as train.py: the quantizers are found once
+    def __init__(self, name: str, overrides: list[str], batch_size: int, *, compiled: bool,
+                 steps_per_epoch: int) -> None:
+        self.name, self.count = name, 0
+        # compile=true: assemble compiles the step model itself, as a compiled run's (each mode is its own row)
+        self.run, self.batch = build_run(["model=resnet20", *overrides], batch_size=batch_size, image_size=28,
+                                         in_channels=1, steps_per_epoch=steps_per_epoch, compile=compiled)
+        self.model = self.run.model
         self.quantizers = [q for _, q in named_apt_quantizers(self.model)]
 
     def step(self) -> bool:
-        """One training step; whether it was an APT check step."""
-        self.precision_step(self.count)
+        """One training step, as train.fit takes it; whether it was an APT check step."""
+        self.run.quant.before_step(self.count, logging=False)  # APT's check cadence
         self.count += 1
-        train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,
-                         self.params)
+        self.run.train_step(self.batch)
         return any(q.checking for q in self.quantizers)
 
     def check_every(self) -> int | None:
@@ -102,16 +90,13 @@ def main() -> None:
     parser.add_argument("--out", help="also write the Markdown report here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
-    batch = (x, torch.randint(0, 10, (args.batch_size,)))
     modes = [m for m in args.modes.split(",") if m]
     started = time.perf_counter()
     rows, first_s = [], {}
     for mode in modes:
         for name, overrides in ROWS.items():
             # a 10-step "epoch": the dense phase covers the promotion steps, then checks every few steps
-            row = Row(name, overrides, batch, compiled=mode == "compile", steps_per_epoch=10)
+            row = Row(name, overrides, args.batch_size, compiled=mode == "compile", steps_per_epoch=10)
             t0 = time.perf_counter()
             for _ in range(args.promote_steps):
                 row.step()
@@ -151,7 +136,7 @@ def main() -> None:
              f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
              f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}",
-             f"- step = train.train_step (forward, backward, optimizer steps, schedules) on a fixed random batch; "
+             f"- step = Run.train_step (forward, backward, optimizer steps, schedules) on a fixed synthetic batch; "
              f"{args.rounds} interleaved rounds of {args.steps} consecutive steps per row, ms/step the median over "
              f"rounds of a round's mean, after {args.promote_steps} untimed steps; APT check steps: "
              f"{', '.join(f'every {p}' for p in sorted(every)) or '-'} after the dense phase; CPU ms = process "

@@ -1,10 +1,12 @@
 """Cost of keeping the quantizer state identical across DDP ranks: step time with vs without the reduction.
 
-Two ranks (gloo on CPU, NCCL on GPUs) train a W4A4G4 LBT ResNet-20 with the trainer's own pieces
-(train.build_optimizers, train.train_step). Variant `sync`: gamma updates wait for one packed all-reduce of every
-layer's statistics (quant.apply_deferred_updates), as train.py runs DDP. Variant `local`: each rank updates its own
-gamma inside the backward (the single-process path), so the ranks' gamma may diverge; it is the DDP step without
-the reduction. Both variants run in the same processes, interleaved over rounds; the median is reported.
+Two ranks (gloo on CPU, NCCL on GPUs) train a W4A4G4 LBT ResNet-20, each variant the run train.py assembles on
+them (bench_common.build_run: assemble.read_specs, assemble.assemble with this process group, train.fit's
+first-batch warm-up; each rank its shard of the in-memory synthetic data), stepped by `Run.train_step`. Variant
+`sync`: gamma updates wait for one packed all-reduce of every layer's statistics (QuantLifecycle.after_backward),
+as train.py runs DDP. Variant `local`: the same run with each rank updating its own gamma inside the backward (the
+single-process path), so the ranks' gamma may diverge; it is the DDP step without the reduction. Both variants run
+in the same processes, interleaved over rounds; the median is reported.
 
     python scripts/bench_ddp.py --out results/bench/ddp_cpu.md
 """
@@ -19,14 +21,15 @@ import socket
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.multiprocessing as mp
 
-import train
-from quant import quantize_, set_deferred_updates, sync_quant_state, warmup_grad_intervals
+from quant import set_deferred_updates
+from quant.lifecycle import QuantLifecycle
 from runtime import distributed
-from scripts.bench_common import compose_config, emit_report
+from scripts.bench_common import build_run, emit_report
 
 
 def _free_port() -> int:
@@ -35,25 +38,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _variant(cfg, d, batch, deferred: bool):
-    """(model, step function) for one variant; same seed, so both start from the same weights."""
-    torch.manual_seed(0)
-    task = train.build(cfg.task)
-    model = train.build(cfg.model, num_classes=10, in_channels=3)
-    quantize_(model, train.build_quant_spec(cfg))
-    model.to(d.device).to(memory_format=torch.channels_last)
-    set_deferred_updates(model, deferred)
-    optimizers, schedulers, params = train.build_optimizers(cfg, model, steps_per_epoch=1000, epochs=1)
-    warmup_grad_intervals(model, lambda: task.loss(model, batch))
-    sync_quant_state(model, d.all_reduce_sum)
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    step_model = distributed.wrap(model, d)
-    reduce = d.all_reduce_sum if deferred else None
-
-    def step():
-        train.train_step(step_model, model, task, batch, optimizers, schedulers, params, all_reduce=reduce)
-    return step
+def _variant(d, batch_size: int, deferred: bool):
+    """The step function of one variant; same seed, so both start from the same weights."""
+    run, batch = build_run(["model=resnet20", "bits=4", "quant/grad=lbt", "optim.epochs=1000"],  # 1000-step schedules
+                           batch_size=batch_size, image_size=32, dist=d)
+    if not deferred:  # each rank's gamma moves in its own backward; after_backward reduces nothing
+        set_deferred_updates(run.model, False)
+        run = replace(run, quant=QuantLifecycle(run.model))
+    return lambda: run.train_step(batch)
 
 
 def _worker(rank: int, world: int, port: int, args, queue) -> None:
@@ -61,11 +53,7 @@ def _worker(rank: int, world: int, port: int, args, queue) -> None:
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(args.threads)
     d = distributed.setup(args.device)
-    cfg = compose_config(["model=resnet20", "bits=4", "quant/grad=lbt"])
-    g = torch.Generator().manual_seed(rank)
-    x = torch.randn(args.batch_size, 3, 32, 32, generator=g).to(d.device, memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch_size,), generator=g).to(d.device)
-    steps = {"sync": _variant(cfg, d, (x, y), True), "local": _variant(cfg, d, (x, y), False)}
+    steps = {"sync": _variant(d, args.batch_size, True), "local": _variant(d, args.batch_size, False)}
     for step in steps.values():
         for _ in range(args.warmup):
             step()

@@ -1,11 +1,12 @@
 """Time quant.kernel=fake|exact|int8 (docs/methods.md §1.9) against FP32 on CPU: whole training steps and layers.
 
 Steps: timm ViT-Ti/16 (224x224, batch 32: linear layers dominate) and CIFAR ResNet-20 (32x32, batch 128: 3x3
-convolutions), W8A8G8 with the LBT policy, each a model and optimizers built by the trainer's pieces
-(train.build, train.build_quant_spec, train.build_optimizers) from the Hydra config a run composes, stepped by
-`train.train_step`, eager and torch.compile'd (the model is compiled, as train.py does). All variants of a model
-live in one process; the timed steps are interleaved over rounds (variant after variant), and the median is
-reported with its ratio to FP32 in the same mode.
+convolutions), W8A8G8 with the LBT policy, each a run built by the trainer's assembly (bench_common.build_run:
+assemble.read_specs and assemble.assemble on the Hydra config a run composes, train.fit's first-batch warm-up) and
+stepped by `Run.train_step` on the first batch of the in-memory synthetic data set, eager and torch.compile'd (the
+model is compiled, as assemble does for compile=true). All variants of a model live in one process; the timed
+steps are interleaved over rounds (variant after variant), and the median is reported with its ratio to FP32 in
+the same mode.
 
 Layers (--layers): one quantized linear / 1x1-conv / 3x3-conv layer's forward + backward at the shapes of
 ResNet-20, ResNet-18 (112x112) and ViT-Ti, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH and
@@ -27,14 +28,14 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
 
-import train
-from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
+from quant import QuantSpec, quantize_
 from runtime.compile import compile_model
-from scripts.bench_common import compose_config, emit_report
+from scripts.bench_common import build_run, emit_report
 
 MODELS = {  # name: (config overrides, input shape per sample, batch size)
     "vit_tiny": (["model=timm", "model.name=vit_tiny_patch16_224"], (3, 224, 224), 32),
@@ -44,31 +45,20 @@ VARIANTS = ("fp32", "fake", "exact", "int8")
 
 
 class Variant:
-    """One model + optimizers built by the trainer's pieces, for one quant.kernel (or FP32)."""
+    """One run built by the trainer's assembly, for one quant.kernel (or FP32), stepped eagerly and compiled."""
 
-    def __init__(self, model_name: str, variant: str, bits: int, batch) -> None:
-        overrides, _, _ = MODELS[model_name]
-        overrides += ["quant=fp32"] if variant == "fp32" else [f"bits={bits}", "quant/grad=lbt",
-                                                                f"quant.kernel={variant}"]
-        cfg = compose_config(overrides)
-        torch.manual_seed(0)
+    def __init__(self, model_name: str, variant: str, bits: int, batch_size: int, image_size: int) -> None:
+        quant = ["quant=fp32"] if variant == "fp32" else [f"bits={bits}", "quant/grad=lbt", f"quant.kernel={variant}"]
         self.name = variant
-        self.task = train.build(cfg.task)
-        self.model = train.build(cfg.model, num_classes=10, in_channels=3)
-        spec = train.build_quant_spec(cfg)
-        if not spec.is_full_precision:
-            quantize_(self.model, spec)
-        self.model.train().to(memory_format=torch.channels_last)
-        self.choices = kernel_choices(self.model)
-        self.optimizers, self.schedulers, self.params = train.build_optimizers(cfg, self.model,
-                                                                               steps_per_epoch=10**6, epochs=1)
-        self.batch = batch
-        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
-        self.compiled = compile_model(self.model)
+        self.run, self.batch = build_run([*MODELS[model_name][0], *quant, "optim.epochs=1000000"],  # flat LR
+                                         batch_size=batch_size, image_size=image_size)
+        self.choices = self.run.specs.labels.get("kernels", {})
+        # Both modes step one model and its optimizers; compiled, the step model is what assemble builds for
+        # compile=true on one process (compile_model(model)), without building the variant a second time.
+        self.compiled = replace(self.run, step_model=compile_model(self.run.model))
 
     def step(self, compiled: bool) -> None:
-        train.train_step(self.compiled if compiled else self.model, self.model, self.task, self.batch,
-                         self.optimizers, self.schedulers, self.params)
+        (self.compiled if compiled else self.run).train_step(self.batch)
 
 
 def interleave(fns: dict, rounds: int, steps: int) -> dict:
@@ -85,12 +75,9 @@ def interleave(fns: dict, rounds: int, steps: int) -> dict:
 
 def bench_steps(model_name: str, args, log) -> list[str]:
     _, shape, batch_size = MODELS[model_name]
-    torch.manual_seed(0)
-    x = torch.randn(batch_size, *shape).contiguous(memory_format=torch.channels_last)  # (B, 3, H, W)
-    y = torch.randint(0, 10, (batch_size,))
     variants, first_s = [], {}
     for name in VARIANTS:
-        v = Variant(model_name, name, args.bits, (x, y))
+        v = Variant(model_name, name, args.bits, batch_size, shape[1])
         for mode in args.modes:
             t0 = time.perf_counter()
             for _ in range(args.warmup + (mode == "compile")):
@@ -240,7 +227,7 @@ def main() -> None:
              f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
              f"on {os.cpu_count()} cores",
              f"- median of {args.rounds * args.steps} timed runs per row ({args.rounds} interleaved rounds) after "
-             f"{args.warmup} warm-up steps; channels_last inputs and models",
+             f"{args.warmup} warm-up steps; channels_last models and layer inputs, the steps on the loader's batch",
              "- ratio: to FP32 in the same mode, same process"]
     if args.note:
         lines.append(f"- {args.note}")

@@ -1,12 +1,14 @@
 """Time one training step: FP32 vs W/A/G fixed point with each gradient-interval policy (and quant.kernel).
 
 Everything runs in one process, so the ratios compare like with like: for each configuration (fp32, minmax,
-fixed, mse, lbt) an eager step and a torch.compile'd step (the model is compiled, as train.py does; loss,
-backward and optimizer steps are outside) are timed. A step is the trainer's own `train.train_step` (forward, cross-entropy, backward, fused SGD + the intervals' Adam
-with their LR schedules, the non-finite check, zero_grad) on a fixed random batch, with models and optimizers
-built by the trainer's pieces from the same Hydra config a run composes. Compilation and warm-up steps are
-excluded; the measured steps are interleaved over rounds (configuration after configuration) so that load from
-other processes spreads over all of them, and the median is reported.
+fixed, mse, lbt) an eager step and a torch.compile'd step (the model is compiled, as assemble does for
+compile=true; loss, backward and optimizer steps are outside) are timed. A step is `Run.train_step`, the step a run
+takes (forward, cross-entropy, backward, fused SGD + the intervals' Adam with their LR schedules, the non-finite
+check, zero_grad), of a run built by the trainer's assembly (bench_common.build_run: assemble.read_specs and
+assemble.assemble on the Hydra config a run composes, then train.fit's first-batch warm-up), on the first batch of
+the in-memory synthetic data set. Compilation and warm-up steps are excluded; the measured steps are interleaved
+over rounds (configuration after configuration) so that load from other processes spreads over all of them, and
+the median is reported.
 
 Memory is what one step holds above its starting level: on CUDA the peak (torch.cuda.max_memory_allocated); on
 CPU, where no resettable peak counter exists in-process, the live heap (glibc mallinfo2) at the end of the forward,
@@ -35,15 +37,15 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch._inductor.config
 
-import train
-from quant import integer, kernel_choices, quantize_, warmup_grad_intervals
+from quant import integer
 from runtime.cli import config_choices
 from runtime.compile import compile_model
-from scripts.bench_common import compose_config, emit_report, sync
+from scripts.bench_common import build_run, emit_report, sync
 
 POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
 MODELS = {  # name: (config overrides, input shape per sample, default batch size, title)
@@ -99,44 +101,34 @@ class MemoryProbe:
         return self.mib
 
 
-def row_config(name: str, bits: int, model: str = "resnet20", kernel: str = "fake"):
-    """The trainer's own config for one row: FP32, or W/A/G = bits with the named gradient policy."""
+def row_overrides(name: str, bits: int, model: str = "resnet20", kernel: str = "fake") -> list[str]:
+    """The trainer's overrides for one row: FP32, or W/A/G = bits with the named gradient policy."""
     quant = ["quant=fp32"] if name == "fp32" else [f"bits={bits}", f"quant/grad={name}", f"quant.kernel={kernel}"]
-    return compose_config([*MODELS[model][0], *quant])
+    return [*MODELS[model][0], *quant]
 
 
 class Config:
-    """One model built and stepped by the trainer's pieces (train.build_optimizers, train.train_step): the same
-    parameter split, fused optimizers, interval Adam, LR schedulers and non-finite check as a training run."""
+    """One row: a run built by the trainer's assembly (bench_common.build_run), stepped by `Run.train_step`, eagerly
+    and compiled."""
 
-    def __init__(self, name: str, bits: int, device: torch.device, batch: tuple, channels_last: bool,
-                 model: str = "resnet20", kernel: str = "fake", conv_rule: tuple[int, int] | None = None) -> None:
+    def __init__(self, name: str, bits: int, device: torch.device, batch_size: int, image_size: int,
+                 channels_last: bool, model: str = "resnet20", kernel: str = "fake",
+                 conv_rule: tuple[int, int] | None = None) -> None:
         self.name, self.bits, self.conv_rule = name, bits, conv_rule
-        cfg = row_config(name, bits, model, kernel)
-        torch.manual_seed(0)
-        self.task = train.build(cfg.task)
-        self.model = train.build(cfg.model, num_classes=10, in_channels=3)
-        spec = train.build_quant_spec(cfg)
-        if not spec.is_full_precision:
-            saved = integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
-            if conv_rule is not None:  # read when the layers are quantized, so the model keeps it
-                integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
-            try:
-                quantize_(self.model, spec)
-            finally:
-                integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
-        self.choices = kernel_choices(self.model)
-        self.model.to(device).train()
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizers, self.schedulers, self.params = train.build_optimizers(
-            cfg, self.model, steps_per_epoch=10**6, epochs=1)
-        self.batch = batch
-        # First-batch initialisation of the intervals and LBT's gamma warm-up, eagerly (as train.py does).
-        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, self.batch))
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.compiled = compile_model(self.model)
+        overrides = [*row_overrides(name, bits, model, kernel), f"channels_last={str(channels_last).lower()}",
+                     "optim.epochs=1000000"]  # 10**6 one-batch epochs: the LR schedules stay flat while timed
+        saved = integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
+        if conv_rule is not None:  # read when assemble quantizes the layers (quantize_), so the model keeps it
+            integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
+        try:
+            self.run, self.batch = build_run(overrides, batch_size=batch_size, image_size=image_size,
+                                             device=str(device))
+        finally:
+            integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
+        self.choices = self.run.specs.labels.get("kernels", {})
+        # Both modes step one model, optimizers and schedules; the compiled mode's step model is what assemble builds
+        # for compile=true on one process (compile_model(model)), without building the row a second time.
+        self.compiled = replace(self.run, step_model=compile_model(self.run.model))
 
     @property
     def label(self) -> str:
@@ -146,9 +138,9 @@ class Config:
         return f"W{self.bits}A{self.bits}G{self.bits} {self.name}{rule}"
 
     def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
-        model = self.compiled if compiled else self.model
-        hook = model.register_forward_hook(lambda *_: probe.after_forward()) if probe is not None else None
-        train.train_step(model, self.model, self.task, self.batch, self.optimizers, self.schedulers, self.params)
+        run = self.compiled if compiled else self.run
+        hook = run.step_model.register_forward_hook(lambda *_: probe.after_forward()) if probe is not None else None
+        run.train_step(self.batch)
         if hook is not None:
             hook.remove()
 
@@ -178,16 +170,11 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
     _, shape, default_batch, title = MODELS[model]
     batch_size = args.batch_size or default_batch
     channels_last = not args.no_channels_last
-    torch.manual_seed(0)
-    x = torch.randn(batch_size, *shape, device=device)  # (B, 3, H, W)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,), device=device)
     modes = args.modes
     rows = [("fp32", 32, None)] + [(p, b, r) for b in args.bits for p in args.policies for r in args.conv_rules]
     configs, compile_s = [], {}
     for name, bits, rule in rows:
-        config = Config(name, bits, device, (x, y), channels_last, model, args.kernel, rule)
+        config = Config(name, bits, device, batch_size, shape[1], channels_last, model, args.kernel, rule)
         for mode in modes:
             t0 = time.perf_counter()
             for _ in range(args.warmup + (1 if mode == "compile" else 0)):  # the first compiled call compiles
@@ -265,7 +252,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     parser.add_argument("--split", action="store_true", help="add a profiled step's GEMM/im2col/quantize split")
-    parser.add_argument("--no-channels-last", action="store_true", help="NCHW instead of train.py's channels_last")
+    parser.add_argument("--no-channels-last", action="store_true", help="channels_last=false: an NCHW model")
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="disable Inductor's on-disk caches, so the compile column shows a cold compile")
     parser.add_argument("--note", default="", help="a line for the report, e.g. the machine's load")

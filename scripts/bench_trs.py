@@ -1,9 +1,10 @@
 """Time one training step with a plain optimizer vs its transition-rate-scheduled twin (SGD vs SGDT, AdamW vs AdamT).
 
-The steps are the trainer's own: the config is composed by Hydra as for `train.py optim=<name>`, and the
-optimizers, schedulers and step come from `train.build_optimizers` / `train.train_step`, so what is timed is what
-a run pays, TRS measurement (integer codes of every quantized weight, compared with the previous step's) and U_t
-update included. CIFAR ResNet-20 on a fixed random batch (32x32x3), the model compiled as `compile=true` does.
+The steps are the trainer's own: each variant is the run `train.py optim=<name> compile=true` assembles
+(bench_common.build_run: assemble.read_specs, assemble.assemble, train.fit's first-batch warm-up), stepped by
+`Run.train_step`, so what is timed is what a run pays, TRS measurement (integer codes of every quantized weight,
+compared with the previous step's) and U_t update included. CIFAR ResNet-20 on the first batch (32x32x3) of the
+in-memory synthetic data set, the model compiled by the assembly (compile=true).
 Variants are built once, warmed up (compilation excluded), then timed in interleaved rounds (variant after
 variant), so that load from other processes spreads over all of them; the median is reported with the ratio of
 each TRS variant to its base optimizer.
@@ -23,40 +24,26 @@ import time
 
 import torch
 
-import train
-from quant import quantize_, warmup_grad_intervals
-from runtime.compile import compile_model
-from scripts.bench_common import compose_config, emit_report, sync
+from scripts.bench_common import build_run, emit_report, sync
 
 #: a TRS optimizer config -> the base optimizer config it is compared with
 BASES = {"sgdt": "sgd", "adamt": "adamw"}
 
 
 class Variant:
-    """One model + the trainer's optimizers and schedulers for `optim=<name>`, with a compiled step."""
+    """The run `train.py optim=<name> compile=true` assembles, stepped by Run.train_step."""
 
-    def __init__(self, name: str, bits: tuple[int, int, int], device: torch.device, batch) -> None:
+    def __init__(self, name: str, bits: tuple[int, int, int], device: torch.device, batch_size: int) -> None:
         self.name = name
         w, a, g = bits
-        cfg = compose_config([f"optim={name}", f"quant.bits.w={w}", f"quant.bits.a={a}", f"quant.bits.g={g}",
-                              "logger.mode=disabled"])
-        torch.manual_seed(0)
-        self.model = train.build(cfg.model, num_classes=10, in_channels=3)
-        quantize_(self.model, train.build_quant_spec(cfg))
-        self.model.to(device).train()
-        self.model.to(memory_format=torch.channels_last)
-        self.task = train.build(cfg.task)
-        self.batch = batch
-        warmup_grad_intervals(self.model, lambda: self.task.loss(self.model, batch))  # as train.py, eagerly
-        self.optimizers, self.schedulers, self.params = train.build_optimizers(cfg, self.model, steps_per_epoch=10**4,
-                                                                               epochs=1)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.step_model = compile_model(self.model)
+        # compile=true: the compiled step model is assemble's own, as in a compiled run (every variant is compiled);
+        # 10**4 one-batch epochs: the schedules span 10**4 steps, flat over the timed ones
+        self.run, self.batch = build_run([f"optim={name}", f"quant.bits.w={w}", f"quant.bits.a={a}",
+                                          f"quant.bits.g={g}", "logger.mode=disabled", "optim.epochs=10000"],
+                                         batch_size=batch_size, image_size=32, device=str(device), compile=True)
 
     def step(self) -> None:
-        train.train_step(self.step_model, self.model, self.task, self.batch, self.optimizers, self.schedulers,
-                         self.params)
+        self.run.train_step(self.batch)
 
 
 def main() -> None:
@@ -79,14 +66,11 @@ def main() -> None:
     missing = [BASES[n] for n in names if n in BASES and BASES[n] not in names]
     if len(bits) != 3 or missing:
         raise SystemExit(f"--bits takes W,A,G; --optims needs the base of every TRS optimizer (missing {missing})")
-    torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
 
     started = time.perf_counter()
     variants, compile_s = [], {}
     for name in names:
-        variant = Variant(name, bits, device, (x, y))
+        variant = Variant(name, bits, device, args.batch_size)
         t0 = time.perf_counter()
         for _ in range(args.warmup + 1):  # the first call compiles
             variant.step()
@@ -114,7 +98,7 @@ def main() -> None:
              f"- torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}"
              + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
              f"- median of {args.rounds * args.steps} steps per row ({args.rounds} interleaved rounds), after "
-             f"{args.warmup} warm-up steps; a step is train.train_step (forward, backward, optimizer steps, "
+             f"{args.warmup} warm-up steps; a step is Run.train_step (forward, backward, optimizer steps, "
              "schedulers: for TRS the code count and the U_t update)",
              "- ratio: to the base optimizer (SGDT to SGD, AdamT to AdamW)", "",
              "| optim | ms/step | ratio to base | first steps incl. compile (s) |", "|---|---:|---:|---:|"]

@@ -1,16 +1,20 @@
 """The benchmark scripts run as the README and the result files quote them (python scripts/bench_*.py ...), on tiny
 eager settings: a config override or an import that rots fails here, not in a user's hands. Timings are not
 checked (they belong in the reports, not in tests); the rows and the ratio columns are."""
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# `python scripts/x.py` puts scripts/ first on sys.path, not the checkout: without this, `import assemble` would find
+# whichever checkout the venv's editable install points to (e.g. another git worktree), not the one under test
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run_bench(script: str, *args: str, out: Path) -> str:
-    proc = subprocess.run([sys.executable, f"scripts/{script}", *args, "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, f"scripts/{script}", *args, "--out", str(out)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out.read_text()
@@ -19,7 +23,7 @@ def run_bench(script: str, *args: str, out: Path) -> str:
 def table_rows(report: str) -> list[list[str]]:
     """The cells of every Markdown table row that is not a header or a separator."""
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
-    headers = ("config", "layer", "B x C x H x W, stride")
+    headers = ("config", "layer", "B x C x H x W, stride", "optim", "variant")
     return [r for r in rows if not set("".join(r)) <= set("-:") and r[0] not in headers]
 
 
@@ -56,7 +60,7 @@ def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
 
 
 def test_bench_step_rejects_a_malformed_conv_rule():
-    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--conv-rules" in proc.stderr and "16/64" in proc.stderr
 
@@ -67,3 +71,20 @@ def test_bench_int8_times_the_convolution_lowerings(tmp_path):
     rows = table_rows(report)
     assert rows and all(len(r) == 10 for r in rows)  # shape, pixels, 3 fp32 ops, 2 direct, 3 im2col
     assert all(float(c) > 0 for r in rows for c in r[2:])
+
+
+def test_bench_trs_compares_each_trs_optimizer_with_its_base(tmp_path):
+    report = run_bench("bench_trs.py", "--batch-size", "2", "--optims", "sgd,sgdt", "--warmup", "0", "--rounds", "1",
+                       "--steps", "1", out=tmp_path / "trs.md")  # always compiled: the slowest of these tests
+    rows = {r[0]: r for r in table_rows(report)}
+    assert set(rows) == {"sgd", "sgdt"}
+    assert rows["sgd"][2] == "1 (base)" and ratio(rows["sgdt"][2]) > 0
+
+
+def test_bench_ddp_times_the_step_with_and_without_the_reduction(tmp_path):
+    report = run_bench("bench_ddp.py", "--batch-size", "2", "--warmup", "0", "--rounds", "1", "--steps", "1",
+                       out=tmp_path / "ddp.md")  # 2 gloo ranks
+    rows = table_rows(report)
+    assert [r[0] for r in rows] == ["DDP, gamma updated per rank (no reduction)",
+                                    "DDP + one packed all-reduce of the quantizer statistics"]
+    assert ratio(rows[0][2]) == 1.0 and ratio(rows[1][2]) > 0
