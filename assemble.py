@@ -56,8 +56,6 @@ class RunSpec:
             raise ValueError(f"device={self.device} is invalid: use auto, cpu, cuda or cuda:N")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device} but no CUDA GPU is visible: use device=cpu or device=auto")
-        if self.amp and self.device == "cpu":
-            raise ValueError("amp=true is invalid with device=cpu: bf16 autocast runs on CUDA only; use amp=false")
         minutes = self.checkpoint_every_min
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
             raise ValueError(f"checkpoint_every_min={minutes} is invalid: use minutes > 0, or null for epoch ends only")
@@ -219,9 +217,10 @@ class Run:
             obj.load_state_dict(saved)
 
 
-def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist) -> Run:
+def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=None) -> Run:
     """Build the run's objects; bad data or a bad layer pattern is a one-line ConfigError. Adds the quantized
-    layers' count and kernels to `specs.labels`."""
+    layers' count and kernels to `specs.labels`. `bundle`: a DataBundle made by the caller instead of `cfg.data`'s
+    (a benchmark's generated batches)."""
     run_spec, device = specs.run, dist.device
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if cfg.threads:
@@ -230,7 +229,7 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist) -> Run:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     task = build(cfg.task)
-    bundle = build(cfg.data)
+    bundle = build(cfg.data) if bundle is None else bundle
     specs.labels["data_source"] = bundle.source  # the folder actually read: logged, and kept in summary.json
     model = build(cfg.model, **bundle.model_kwargs)
     # search=nce: the model becomes a width supernet and part of the training split is held out for its logits

@@ -43,7 +43,12 @@ class QuantizedLayerMixin:
         """(Re)create wq, aq, gq on the weight's device (fresh state: intervals initialise on the next batch), and
         choose how this layer computes (`kernel`: "fake", "exact" or "int8", quant.integer.choose_kernel)."""
         self.wq, self.aq, self.gq = _quantizers(spec, self.weight.device)  # type: ignore[attr-defined]
-        self.kernel = choose_kernel(self, spec.kernel)  # type: ignore[arg-type]
+        self.set_kernel(spec.kernel)
+
+    def set_kernel(self, kernel: str) -> None:
+        """Compute with `kernel` ("fake", "exact" or "int8") where it applies to this layer (`self.kernel`: what it
+        runs, quant.integer.choose_kernel); the quantizers and their state are kept."""
+        self.kernel = choose_kernel(self, kernel)  # type: ignore[arg-type]
         self.op = layer_op(self, self.kernel) if self.kernel != "fake" else None  # type: ignore[arg-type]
 
     def _share_parameters(self, layer: nn.Module, spec: QuantSpec):

@@ -87,7 +87,11 @@ def test_a_config_needing_a_missing_extra_is_one_line_naming_it(monkeypatch, tar
 
     for name in [m for m in sys.modules if m == missing or m.startswith(missing + ".")] + [missing]:
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: `import name` fails as if absent
-    monkeypatch.delitem(sys.modules, target.rsplit(".", 1)[0], raising=False)  # imported afresh by Hydra
+    module = target.rsplit(".", 1)[0]
+    monkeypatch.delitem(sys.modules, module, raising=False)  # imported afresh by Hydra ...
+    package, _, child = module.rpartition(".")
+    if package in sys.modules:  # ... which finds a module imported earlier as its package's attribute first
+        monkeypatch.delattr(sys.modules[package], child, raising=False)
     with pytest.raises(assemble.ConfigError) as err:
         assemble.build(OmegaConf.create({"_target_": target}))
     assert f"needs {missing}, which is not installed" in str(err.value)

@@ -191,3 +191,11 @@ def test_compile_true_steps_the_model_that_compile_model_returns(tmp_path, monke
     assert summary["status"] == "finished" and summary["steps"] == 2
     assert len(compiled) == 1  # one process: the step model, which also evaluates
     assert summary["eager_fallbacks"] == {"Failed to trace builtin operator": 2}
+
+
+def test_amp_on_the_cpu_says_it_changes_nothing_and_the_summary_names_the_data_read(tmp_path, caplog):
+    """issue 27: amp=true on a CPU ran fp32 without a word; the data source was nowhere in the run's record."""
+    with caplog.at_level("WARNING", logger="train"):
+        summary = train.train(compose_cfg(tmp_path, [*TINY, "amp=true", "device=cpu"]))
+    assert any("amp=true has no effect on cpu" in r.getMessage() for r in caplog.records)
+    assert summary["data_source"].startswith("synthetic")

@@ -10,12 +10,12 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.resnet_cifar import resnet20
 from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
 from quant.grad.lbt import LBTPolicy
 from quant import integer
+from quant.exactness import OperandRecorder, assert_int8_equals_exact, assert_integer_operands
 from quant.integer import INT32_SAFE_K, int_matmul
 
 
@@ -101,16 +101,13 @@ def test_int8_equals_exact_without_tolerance(name, conv_lowering):
     choice, int8 = run_layer(name, "int8")
     assert choice == EXPECTED_INT8_CHOICE[name]
     _, exact = run_layer(name, "exact")
-    assert_all(torch.equal, int8[:4], exact[:4])  # y, dL/dX, dL/dW, dL/db: integer sums times the same scales
-    # the interval gradients sum float products over the same values, possibly in another memory order (NHWC)
-    assert_all(lambda u, v: torch.allclose(u, v, rtol=1e-5, atol=1e-6), int8[4:], exact[4:])
+    assert_int8_equals_exact(int8, exact)  # y, dL/dX, dL/dW, dL/db equal; the interval gradients to rounding
 
 
 @pytest.mark.parametrize("name", ["conv1x1", "conv1x1-stride2", "conv3x3", "conv3x3-stride2"])
 def test_int8_equals_exact_on_channels_last_inputs(name, conv_lowering):
     int8, exact = run_layer(name, "int8", channels_last=True)[1], run_layer(name, "exact")[1]
-    assert_all(torch.equal, int8[:4], exact[:4])
-    assert_all(lambda u, v: torch.allclose(u, v, rtol=1e-5, atol=1e-6), int8[4:], exact[4:])
+    assert_int8_equals_exact(int8, exact)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -128,22 +125,6 @@ def test_exact_equals_fake_in_float32_up_to_accumulation_order(name, bits):
             assert close[i](u, v), f"output {i}: max diff {(u - v).abs().max().item()}"
 
 
-class OperandRecorder(TorchDispatchMode):
-    """Records the float operands of every conv / matmul the layer dispatches."""
-
-    OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.convolution.", "aten.convolution_backward", "aten._int_mm",
-           "quant.direct_conv")
-
-    def __init__(self):
-        super().__init__()
-        self.operands = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func).startswith(self.OPS):
-            self.operands.append((str(func), [a for a in args[:3] if isinstance(a, torch.Tensor)]))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
 @pytest.mark.parametrize("name", ["linear", "conv1x1-stride2", "conv3x3"])
 def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_fp32(name, kernel, conv_lowering):
@@ -152,11 +133,7 @@ def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_
     _, fp32 = run_layer(name, kernel)
     assert_all(lambda u, v: torch.allclose(u, v, rtol=1e-6, atol=1e-6 * v.abs().max().item()), amp, fp32)
     assert len(recorder.operands) >= 3  # forward, dL/dX, dL/dW (the initialising no-grad call adds one)
-    for func, tensors in recorder.operands:
-        for t in tensors:
-            assert t.dtype in (torch.float32, torch.int8, torch.uint8), func  # no bf16: nothing off the grid
-            t = t.float()
-            assert torch.equal(t, t.round()) and t.abs().max() <= 255, func
+    assert_integer_operands(recorder.operands)  # no bf16 (nothing off the grid), integer codes
 
 
 def test_resnet20_runs_its_narrow_convolutions_int8_forward_and_the_64_channel_ones_int8():
