@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from runtime import atomic
 from reports.results import SUMMARY, read_summary
-from reports.results_table import CSV_COLUMNS, ResultTable, build_table, render_markdown, table_rows, write_table
+from reports.render_table import CSV_COLUMNS, render_markdown, table_rows, write_table
+from reports.results_table import ResultTable, build_table
 
 log = logging.getLogger(__name__)
 #: file in each job's folder naming the sweep that last ran the job

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from reports.results import ResultsError
-from reports.results_table import build_table, render_markdown, write_table
+from reports.render_table import render_markdown, write_table
+from reports.results_table import build_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from reports.results import NON_RESULT_KEYS, bits_sort_key, quantizer_label, read_summary
-from reports.results_table import REFERENCE_CSV, build_table, format_cell, render_markdown, table_rows
+from reports.render_table import format_cell, render_markdown, table_rows
+from reports.results_table import REFERENCE_CSV, build_table
 from reports.sweep_summary import count_statuses
 from scripts.table import main
 

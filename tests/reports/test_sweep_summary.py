@@ -9,7 +9,8 @@ import textwrap
 import pytest
 from omegaconf import OmegaConf
 
-from reports.results_table import build_table, render_markdown
+from reports.render_table import render_markdown
+from reports.results_table import build_table
 from reports.sweep_summary import SweepSummary
 
 
