@@ -25,7 +25,8 @@ from runtime import distributed, run_info
 from runtime.compile import compile_model
 from runtime.extras import MissingExtra
 from runtime.run_logger import WandbSpec
-from search.nce import NullSearch, architecture_parameters
+from search.nce import NullSearch
+from search.supernet import architecture_parameters
 
 log = logging.getLogger("train")
 

@@ -17,8 +17,8 @@ from models.timm_model import create as timm_create
 from models.torchvision_model import create as tv_create
 from models.widths import apply_widths, count_cost, current_widths, width_pairs
 from runtime.cli import CONFIG_DIR
-from search.nce import (ExpectedCost, NceSearch, WidthChoice, WidthMixture, architecture_parameters, candidate_ladder,
-                        to_supernet)
+from search.nce import ExpectedCost, NceSearch
+from search.supernet import WidthChoice, WidthMixture, architecture_parameters, candidate_ladder, to_supernet
 
 TINY = ["data=synthetic", "data.num_train=128", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
         "log_every=1", "progress=false", "logger.mode=disabled"]
