@@ -8,7 +8,7 @@ the quantizers of quant.apt_layers (format and controller in quant.apt) when the
 """
 from quant.apt_layers import precision_stepper, set_precision_schedule, set_precision_step
 from quant.convert import quant_parameters, quantize_
-from quant.integer import kernel_choices
+from quant.kernel_rule import kernel_choices
 from quant.layers import QConv2d, QLinear
 from quant.spec import QuantSpec
 from quant.stats import drain_grad_stats, set_recording

@@ -17,15 +17,15 @@ Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always
 
 kernel "int8" (W/A/G <= 8 bits): the ops run on int8 codes with int32 sums: linear layers and 1x1 convolutions
 as plain `torch._int_mm` GEMMs in channels-last order; other convolutions on CPU with enough output pixels
-(DIRECT_CONV_MIN_PIXELS) as oneDNN's direct int8 convolution for the forward and dL/dX (quant.direct_conv) and an
+(kernel_rule.DIRECT_CONV_MIN_PIXELS) as oneDNN's direct int8 convolution for the forward and dL/dX (quant.direct_conv) and an
 im2col GEMM for dL/dW, the rest entirely through quant.im2col (im2col of the padded int8 codes; dL/dX as the transposed convolution). Activation
 codes are stored shifted by -2^(b-1) so that 0..255 fits int8, padding included; the shift comes back as an exact
 rank-1 integer correction (zero-point trick). Overflow: every sum is an exact integer of at most K * 255 * 127 in
 magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are split into chunks and summed in int64.
 Layers where int8 does not pay (narrow GEMMs, narrow convolutions) or that im2col does not express (groups,
-dilation) run "exact" (choose_kernel); convolutions from INT8_MIN_CONV_CHANNELS but narrower than
-INT8_MIN_CONV_BACKWARD_CHANNELS run "int8-forward": the forward through quant.direct_conv, the backward exact.
-kernel_choices(model) lists what each layer runs.
+dilation) run "exact"; convolutions from INT8_MIN_CONV_CHANNELS but narrower than INT8_MIN_CONV_BACKWARD_CHANNELS
+run "int8-forward": the forward through quant.direct_conv, the backward exact. Which layer runs which kernel is the
+rule in quant.kernel_rule (choose_kernel, layer_op, kernel_choices); this module computes it.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
 the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
@@ -33,7 +33,7 @@ state with the same function as the fake path (quant.gradient.quantize_output_gr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -45,94 +45,8 @@ from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
                           span)
 from quant.primitives import grid_index, unsigned_levels
-from quant.unwrap import unwrap
-
-# Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
-INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 run their forward int8 from this many input and output channels, and
-# their backward (dL/dX and dL/dW) int8 from INT8_MIN_CONV_BACKWARD_CHANNELS. Alone, oneDNN's int8 forward is
-# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x,
-# but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the uint8 gradient codes,
-# the float activation codes rebuilt for dL/dW). ResNet-20's compiled W8 step in one process, ratio to FP32
-# (results/bench/cpu_resnet20_rules.md): this rule 1.00x, int8 from 64 channels only 1.10x, forward and backward
-# from 16 1.07x, forward from 32 1.05x.
-INT8_MIN_CONV_CHANNELS = 16
-INT8_MIN_CONV_BACKWARD_CHANNELS = 64
-# An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
-# convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
-# only pays over enough pixels (results/bench/int8_direct_conv.md). A convolution narrower than
-# INT8_MIN_CONV_BACKWARD_CHANNELS with fewer pixels runs exact: im2col at 16 channels costs 3.3x the fp32 conv.
-DIRECT_CONV_MIN_PIXELS = 4096
-
-
-@dataclass(frozen=True)
-class LayerOp:
-    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects int8 ops:
-    a plain _int_mm GEMM for linear layers and 1x1 convolutions without padding, quant.direct_conv or quant.im2col
-    for other convolutions (`im2col` is True for those, whichever lowering _direct picks); without
-    `int8_backward` the backward runs the exact path's float32 ops, and the whole layer runs exact where
-    quant.direct_conv does not apply (_lowering)."""
-
-    conv: bool
-    kernel_size: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-    int8: bool = False
-    int8_backward: bool = True  # False: the forward only (a convolution narrower than the backward's rule)
-
-    @property
-    def im2col(self) -> bool:
-        return self.int8 and self.conv and (self.kernel_size != (1, 1) or self.padding != (0, 0))
-
-
-def choose_kernel(layer: nn.Module, kernel: str) -> str:
-    """"fake", "exact" or "int8" for one QConv2d / QLinear under the spec's `kernel` (the rule of §1.9).
-
-    int8 where the op is a plain GEMM (linear, 1x1 conv without padding or groups) at least INT8_MIN_WIDTH wide in
-    both its input and output features, or a convolution quant.im2col expresses (no groups, no dilation, padding
-    < kernel size) with at least INT8_MIN_CONV_CHANNELS input and output channels; a conv this module cannot
-    express exactly (padding given as a string, non-zero padding modes) keeps the fake path.
-    """
-    if kernel == "fake":
-        return "fake"
-    if kernel != "int8":
-        return "exact"
-    if isinstance(layer, nn.Conv2d):
-        if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
-            return "fake"
-        width = min(layer.in_channels, layer.out_channels)
-        if layer.kernel_size == (1, 1) and layer.padding == (0, 0):
-            ok = layer.groups == 1 and width >= INT8_MIN_WIDTH
-        else:
-            ok = (layer.groups == 1 and layer.dilation == (1, 1) and width >= INT8_MIN_CONV_CHANNELS
-                  and all(p < k for p, k in zip(layer.padding, layer.kernel_size)))
-    else:
-        ok = min(layer.in_features, layer.out_features) >= INT8_MIN_WIDTH
-    return "int8" if ok else "exact"
-
-
-def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
-    """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
-    if isinstance(layer, nn.Conv2d):
-        narrow = layer.kernel_size != (1, 1) and min(layer.in_channels, layer.out_channels) < \
-            INT8_MIN_CONV_BACKWARD_CHANNELS
-        return LayerOp(conv=True, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
-                       dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8",
-                       int8_backward=kernel == "int8" and not narrow)
-    return LayerOp(conv=False, int8=kernel == "int8", int8_backward=kernel == "int8")
-
-
-def kernel_choices(model: nn.Module) -> dict[str, str]:
-    """{layer name: "fake" | "exact" | "int8" | "int8-forward"} for every quantized layer, for the run's summary.
-
-    "int8-forward": a convolution whose forward runs int8 (quant.direct_conv, where its batch x output pixels
-    reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose backward runs exact."""
-    model = unwrap(model)
-    return {name: ("int8-forward" if m.op is not None and m.op.int8 and not m.op.int8_backward else m.kernel)
-            for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
-
+from quant import kernel_rule
+from quant.kernel_rule import LayerOp
 
 def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Tensor, Tensor]:
     """(codes, step, zero): round-to-nearest codes of x on the grid ending at `upper` (float32 integers).
@@ -178,7 +92,7 @@ def _direct(op: LayerOp, x: Tensor) -> bool:
     if not op.im2col or x.device.type != "cpu":
         return False
     out_hw = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(x.shape[2:], op.padding, op.kernel_size, op.stride)]
-    return x.shape[0] * out_hw[0] * out_hw[1] >= DIRECT_CONV_MIN_PIXELS
+    return x.shape[0] * out_hw[0] * out_hw[1] >= kernel_rule.DIRECT_CONV_MIN_PIXELS
 
 
 def _lowering(op: LayerOp, x: Tensor) -> tuple[LayerOp, bool, LayerOp]:

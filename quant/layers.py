@@ -14,7 +14,8 @@ from torch import Tensor
 from quant.apt_layers import AptGradQuantizer, AptQuantizer
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.gradient import GradQuantizer
-from quant.integer import choose_kernel, integer_layer_forward, layer_op
+from quant.integer import integer_layer_forward
+from quant.kernel_rule import choose_kernel, layer_op
 from quant.spec import QuantSpec
 
 
@@ -41,13 +42,13 @@ class QuantizedLayerMixin:
 
     def attach_quantizers(self, spec: QuantSpec) -> None:
         """(Re)create wq, aq, gq on the weight's device (fresh state: intervals initialise on the next batch), and
-        choose how this layer computes (`kernel`: "fake", "exact" or "int8", quant.integer.choose_kernel)."""
+        choose how this layer computes (`kernel`: "fake", "exact" or "int8", quant.kernel_rule.choose_kernel)."""
         self.wq, self.aq, self.gq = _quantizers(spec, self.weight.device)  # type: ignore[attr-defined]
         self.set_kernel(spec.kernel)
 
     def set_kernel(self, kernel: str) -> None:
         """Compute with `kernel` ("fake", "exact" or "int8") where it applies to this layer (`self.kernel`: what it
-        runs, quant.integer.choose_kernel); the quantizers and their state are kept."""
+        runs, quant.kernel_rule.choose_kernel); the quantizers and their state are kept."""
         self.kernel = choose_kernel(self, kernel)  # type: ignore[arg-type]
         self.op = layer_op(self, self.kernel) if self.kernel != "fake" else None  # type: ignore[arg-type]
 

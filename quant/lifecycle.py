@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from quant.apt_layers import precision_stepper, set_precision_schedule
-from quant.integer import kernel_choices
+from quant.kernel_rule import kernel_choices
 from quant.layers import QConv2d, QLinear
 from quant.stats import drain_grad_stats, set_recording
 from quant.sync import AllReduce, apply_deferred_updates, set_deferred_updates, sync_quant_state

@@ -36,7 +36,7 @@ class QuantSpec:
     kernel: how a quantized layer computes (docs/methods.md §1.9): "fake" multiplies the dequantized values
     (today's numerics); "exact" runs the op on the integer codes in float32 and applies the scales after it, so
     every operand is on its grid in every precision mode; "int8" also runs linear and 1x1-conv GEMMs as
-    int8 x int8 -> int32 (`torch._int_mm`) where quant.integer's rule says it pays. exact/int8 need W, A and G
+    int8 x int8 -> int32 (`torch._int_mm`) where quant.kernel_rule says it pays. exact/int8 need W, A and G
     all quantized; int8 needs them <= 8 bits.
     """
 

@@ -9,12 +9,12 @@ steps are interleaved over rounds (variant after variant), and the median is rep
 the same mode.
 
 Layers (--layers): one quantized linear / 1x1-conv / 3x3-conv layer's forward + backward at the shapes of
-ResNet-20, ResNet-18 (112x112) and ViT-Ti, exact vs int8: the measurement behind quant.integer.INT8_MIN_WIDTH and
+ResNet-20, ResNet-18 (112x112) and ViT-Ti, exact vs int8: the measurement behind quant.kernel_rule.INT8_MIN_WIDTH and
 INT8_MIN_CONV_CHANNELS (where int8 stops paying).
 
 Convolutions (--convs): the three ops of a 3x3 convolution alone, on random codes: FP32 (oneDNN), oneDNN's direct
 int8 convolution (quant.direct_conv, weights reordered on every call as in training) and im2col + int8 GEMM
-(quant.im2col): the measurement behind quant.integer.DIRECT_CONV_MIN_PIXELS and INT8_MIN_CONV_BACKWARD_CHANNELS.
+(quant.im2col): the measurement behind quant.kernel_rule.DIRECT_CONV_MIN_PIXELS and INT8_MIN_CONV_BACKWARD_CHANNELS.
 
     python scripts/bench_int8.py --out results/bench/int8_cpu.md
 """
@@ -124,10 +124,10 @@ def bench_layers(args, log) -> list[str]:
         ("3x3 conv 256->256, 32x7x7", lambda: nn.Conv2d(256, 256, 3, padding=1), (32, 256, 7, 7)),
         ("3x3 conv 8->8, 128x32x32", lambda: nn.Conv2d(8, 8, 3, padding=1), (128, 8, 32, 32)),
     ]
-    import quant.integer as integer
-    saved = integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
+    import quant.kernel_rule as kernel_rule
+    saved = kernel_rule.INT8_MIN_WIDTH, kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS
     # measure int8 (forward and backward) on every shape, whatever the rule says
-    integer.INT8_MIN_WIDTH = integer.INT8_MIN_CONV_CHANNELS = integer.INT8_MIN_CONV_BACKWARD_CHANNELS = 1
+    kernel_rule.INT8_MIN_WIDTH = kernel_rule.INT8_MIN_CONV_CHANNELS = kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = 1
     lines = ["### One layer, forward + backward (eager), exact and int8 vs FP32 layer", "",
              "3x3 convolutions: padding 1, int8 as quant.integer lowers it (direct from DIRECT_CONV_MIN_PIXELS "
              "output pixels, else im2col).", "",
@@ -153,7 +153,7 @@ def bench_layers(args, log) -> list[str]:
                          f"| {1e3 * t['int8']:.1f} | {t['int8'] / t['exact']:.2f} |")
             log(lines[-1])
     finally:
-        integer.INT8_MIN_WIDTH, integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
+        kernel_rule.INT8_MIN_WIDTH, kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
     return lines + [""]
 
 

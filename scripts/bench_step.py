@@ -42,7 +42,7 @@ from dataclasses import replace
 import torch
 import torch._inductor.config
 
-from quant import integer
+from quant import kernel_rule
 from runtime.cli import config_choices
 from runtime.compile import compile_model
 from scripts.bench_common import build_run, emit_report, sync
@@ -117,14 +117,14 @@ class Config:
         self.name, self.bits, self.conv_rule = name, bits, conv_rule
         overrides = [*row_overrides(name, bits, model, kernel), f"channels_last={str(channels_last).lower()}",
                      "optim.epochs=1000000"]  # 10**6 one-batch epochs: the LR schedules stay flat while timed
-        saved = integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS
+        saved = kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS
         if conv_rule is not None:  # read when assemble quantizes the layers (quantize_), so the model keeps it
-            integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
+            kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
         try:
             self.run, self.batch = build_run(overrides, batch_size=batch_size, image_size=image_size,
                                              device=str(device))
         finally:
-            integer.INT8_MIN_CONV_CHANNELS, integer.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
+            kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
         self.choices = self.run.specs.labels.get("kernels", {})
         # Both modes step one model, optimizers and schedules; the compiled mode's step model is what assemble builds
         # for compile=true on one process (compile_model(model)), without building the row a second time.

@@ -14,7 +14,7 @@ import torch.nn as nn
 from models.resnet_cifar import resnet20
 from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
 from quant.grad.lbt import LBTPolicy
-from quant import integer
+from quant import kernel_rule
 from quant.exactness import OperandRecorder, assert_int8_equals_exact, assert_integer_operands
 from quant.integer import INT32_SAFE_K, int_matmul
 
@@ -23,7 +23,7 @@ from quant.integer import INT32_SAFE_K, int_matmul
 def int8_convs_from_16_channels(monkeypatch):
     """The channel rule is about speed; exactness is tested on small layers, so the rule is pinned at 16 channels
     here whatever it is set to (conv3x3-narrow, 8 in, falls back to exact)."""
-    monkeypatch.setattr(integer, "INT8_MIN_CONV_CHANNELS", 16)
+    monkeypatch.setattr(kernel_rule, "INT8_MIN_CONV_CHANNELS", 16)
 
 
 # How an int8 convolution larger than 1x1 runs (quant.integer chooses by output pixels and channels; the layers
@@ -37,7 +37,7 @@ LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12, "INT8_MIN_CONV_BACKWAR
 @pytest.fixture(params=LOWERINGS)
 def conv_lowering(request, monkeypatch):
     for name, value in LOWERINGS[request.param].items():
-        monkeypatch.setattr(integer, name, value)
+        monkeypatch.setattr(kernel_rule, name, value)
     yield request.param
     torch._dynamo.reset()  # compiled graphs guard on the patched rule: do not leave them to fill the recompile limit
 
@@ -150,7 +150,7 @@ def test_an_int8_forward_convolution_runs_its_backward_exact_and_runs_exact_with
                                                                                            forward_op):
     """conv3x3 (16 -> 24) is narrower than INT8_MIN_CONV_BACKWARD_CHANNELS: oneDNN's int8 forward where it has
     the pixels, the exact path's float32 convolution otherwise; its backward is the exact path's either way."""
-    monkeypatch.setattr(integer, "DIRECT_CONV_MIN_PIXELS", min_pixels)
+    monkeypatch.setattr(kernel_rule, "DIRECT_CONV_MIN_PIXELS", min_pixels)
     with OperandRecorder() as recorder:
         choice, int8 = run_layer("conv3x3", "int8")
     assert choice == "int8"

@@ -1,0 +1,96 @@
+"""Which kernel each quantized layer runs under `quant.kernel` (docs/methods.md §1.9): the channel and pixel rules
+measured on this project's CPUs, what a layer's op is (LayerOp), and the run summary's per-layer list. quant.integer
+computes the chosen kernels; these constants are module attributes so that benchmarks and tests can set a rule."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from quant.unwrap import unwrap
+
+# Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
+INT8_MIN_WIDTH = 64
+# Convolutions with a kernel larger than 1x1 run their forward int8 from this many input and output channels, and
+# their backward (dL/dX and dL/dW) int8 from INT8_MIN_CONV_BACKWARD_CHANNELS. Alone, oneDNN's int8 forward is
+# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x,
+# but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the uint8 gradient codes,
+# the float activation codes rebuilt for dL/dW). ResNet-20's compiled W8 step in one process, ratio to FP32
+# (results/bench/cpu_resnet20_rules.md): this rule 1.00x, int8 from 64 channels only 1.10x, forward and backward
+# from 16 1.07x, forward from 32 1.05x.
+INT8_MIN_CONV_CHANNELS = 16
+INT8_MIN_CONV_BACKWARD_CHANNELS = 64
+# An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
+# convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
+# only pays over enough pixels (results/bench/int8_direct_conv.md). A convolution narrower than
+# INT8_MIN_CONV_BACKWARD_CHANNELS with fewer pixels runs exact: im2col at 16 channels costs 3.3x the fp32 conv.
+DIRECT_CONV_MIN_PIXELS = 4096
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects int8 ops:
+    a plain _int_mm GEMM for linear layers and 1x1 convolutions without padding, quant.direct_conv or quant.im2col
+    for other convolutions (`im2col` is True for those, whichever lowering _direct picks); without
+    `int8_backward` the backward runs the exact path's float32 ops, and the whole layer runs exact where
+    quant.direct_conv does not apply (_lowering)."""
+
+    conv: bool
+    kernel_size: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    int8: bool = False
+    int8_backward: bool = True  # False: the forward only (a convolution narrower than the backward's rule)
+
+    @property
+    def im2col(self) -> bool:
+        return self.int8 and self.conv and (self.kernel_size != (1, 1) or self.padding != (0, 0))
+
+
+def choose_kernel(layer: nn.Module, kernel: str) -> str:
+    """"fake", "exact" or "int8" for one QConv2d / QLinear under the spec's `kernel` (the rule of §1.9).
+
+    int8 where the op is a plain GEMM (linear, 1x1 conv without padding or groups) at least INT8_MIN_WIDTH wide in
+    both its input and output features, or a convolution quant.im2col expresses (no groups, no dilation, padding
+    < kernel size) with at least INT8_MIN_CONV_CHANNELS input and output channels; a conv this module cannot
+    express exactly (padding given as a string, non-zero padding modes) keeps the fake path.
+    """
+    if kernel == "fake":
+        return "fake"
+    if kernel != "int8":
+        return "exact"
+    if isinstance(layer, nn.Conv2d):
+        if isinstance(layer.padding, str) or layer.padding_mode != "zeros":
+            return "fake"
+        width = min(layer.in_channels, layer.out_channels)
+        if layer.kernel_size == (1, 1) and layer.padding == (0, 0):
+            ok = layer.groups == 1 and width >= INT8_MIN_WIDTH
+        else:
+            ok = (layer.groups == 1 and layer.dilation == (1, 1) and width >= INT8_MIN_CONV_CHANNELS
+                  and all(p < k for p, k in zip(layer.padding, layer.kernel_size)))
+    else:
+        ok = min(layer.in_features, layer.out_features) >= INT8_MIN_WIDTH
+    return "int8" if ok else "exact"
+
+
+def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
+    """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
+    if isinstance(layer, nn.Conv2d):
+        narrow = layer.kernel_size != (1, 1) and min(layer.in_channels, layer.out_channels) < \
+            INT8_MIN_CONV_BACKWARD_CHANNELS
+        return LayerOp(conv=True, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8",
+                       int8_backward=kernel == "int8" and not narrow)
+    return LayerOp(conv=False, int8=kernel == "int8", int8_backward=kernel == "int8")
+
+
+def kernel_choices(model: nn.Module) -> dict[str, str]:
+    """{layer name: "fake" | "exact" | "int8" | "int8-forward"} for every quantized layer, for the run's summary.
+
+    "int8-forward": a convolution whose forward runs int8 (quant.direct_conv, where its batch x output pixels
+    reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose backward runs exact."""
+    model = unwrap(model)
+    return {name: ("int8-forward" if m.op is not None and m.op.int8 and not m.op.int8_backward else m.kernel)
+            for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
