@@ -68,10 +68,10 @@ class _IntervalQuantizer(OptionalStateMixin, nn.Module):
         super().__init__()
         self.bits = bits
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool, device=device))
-        self._needs_init = True
+        self.needs_init = True  # public: the warm-up, the cross-rank sync and the integer kernels read it
 
     def _after_load(self) -> None:
-        self._needs_init = not bool(self.initialized)
+        self.needs_init = not bool(self.initialized)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -89,10 +89,10 @@ class WeightQuantizer(_IntervalQuantizer):
     def _initialize(self, w: Tensor) -> None:
         self.scale.copy_(3 * w.float().std())
         self.initialized.fill_(True)
-        self._needs_init = False
+        self.needs_init = False
 
     def forward(self, w: Tensor) -> Tensor:
-        if self._needs_init:
+        if self.needs_init:
             self._initialize(w)
         return fake_quantize(w, self.scale, 1.0, self.bits)
 
@@ -122,9 +122,9 @@ class ActQuantizer(_IntervalQuantizer):
         self.upper.copy_(3 * std * torch.where(signed > 0, 1.0, 1 / math.sqrt(1 - 2 / math.pi)))
         self.signed.copy_(signed)
         self.initialized.fill_(True)
-        self._needs_init = False
+        self.needs_init = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._needs_init:
+        if self.needs_init:
             self._initialize(x)
         return fake_quantize(x, self.upper, self.signed, self.bits)

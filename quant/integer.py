@@ -290,9 +290,9 @@ def integer_layer_forward(layer: nn.Module, x: Tensor) -> Tensor:
     """A QConv2d / QLinear's forward on codes (its kernel is "exact" or "int8"): initialise the intervals on the
     first batch as the fake path does, then one _IntegerLayer."""
     wq, aq, gq = layer.wq, layer.aq, layer.gq
-    if wq._needs_init:
+    if wq.needs_init:
         wq._initialize(layer.weight)
-    if aq._needs_init:
+    if aq.needs_init:
         aq._initialize(x)
     return _IntegerLayer.apply(x, layer.weight, layer.bias, aq.upper.abs(), aq.signed, wq.scale.abs(), layer.op,
                                aq.bits, wq.bits, *gq.function_args())

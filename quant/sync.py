@@ -152,4 +152,4 @@ def sync_quant_state(model: nn.Module, all_reduce: AllReduce | None = None) -> N
         if isinstance(m, ActQuantizer):
             m.signed.copy_(any_flag)
         m.initialized.fill_(has_weight)
-        m._needs_init = not has_weight
+        m.needs_init = not has_weight

@@ -27,7 +27,7 @@ def warmup_grad_intervals(model: nn.Module, loss_closure: Callable[[], torch.Ten
         raise ValueError(f"max_iters={max_iters} is invalid: use an integer >= 1")
     modules = list(model.modules())
     pending = [m for m in modules if isinstance(m, GradQuantizer) and m.policy.has_warmup and not bool(m.warmed)]
-    needs_init = any(isinstance(m, (WeightQuantizer, ActQuantizer)) and m._needs_init for m in modules)
+    needs_init = any(isinstance(m, (WeightQuantizer, ActQuantizer)) and m.needs_init for m in modules)
     if not pending and not needs_init:
         return
     params = list(model.parameters())

@@ -21,7 +21,7 @@ def toy_model(bits=2, features=(8, 8)) -> nn.Module:
     with torch.no_grad():
         wq.scale.fill_(1.0)
         wq.initialized.fill_(True)
-    wq._needs_init = False
+    wq.needs_init = False
     return model
 
 

@@ -73,7 +73,7 @@ def test_quantized_checkpoint_round_trips_intervals_and_gamma():
     clone.load_state_dict(model.state_dict())
     assert clone[1].gq.gamma.item() == pytest.approx(0.55)
     assert clone[1].aq.upper.item() == pytest.approx(model[1].aq.upper.item())
-    assert not clone[1].aq._needs_init and not clone[1].wq._needs_init
+    assert not clone[1].aq.needs_init and not clone[1].wq.needs_init
     partial = {k: v for k, v in model.state_dict().items() if k != "1.gq.gamma"}
     with pytest.raises(RuntimeError, match="1.gq.gamma"):
         clone.load_state_dict(partial)  # some quantizer keys but not all: a corrupt checkpoint still fails
