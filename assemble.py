@@ -19,6 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from models.init_from import load_init
 from quant import QuantSpec, quant_parameters, quantize_
 from quant.lifecycle import QuantLifecycle
 from runtime import distributed, run_info
@@ -232,7 +233,7 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
     task = build(cfg.task)
     bundle = build(cfg.data) if bundle is None else bundle
     specs.labels["data_source"] = bundle.source  # the folder actually read: logged, and kept in summary.json
-    model = build(cfg.model, **bundle.model_kwargs)
+    model = build_model(cfg.model, bundle.model_kwargs)
     # search=nce: the model becomes a width supernet and part of the training split is held out for its logits
     search = build(cfg.search, model=model, bundle=bundle) if cfg.get("search") else NullSearch()
     bundle.shard(dist.rank, dist.world)
@@ -257,6 +258,19 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
     return Run(specs=specs, dist=dist, task=task, bundle=bundle, model=model, step_model=step_model,
                eval_model=eval_model, search=search, quant=quant, optimizers=optimizers, schedulers=schedulers,
                params=params, autocast=autocast)
+
+
+def build_model(node: DictConfig, model_kwargs: dict) -> torch.nn.Module:
+    """The model config's network, with the trained weights of `model.init_from` when given (models/init_from.py);
+    `init_from` is the run's key, not the builder's argument."""
+    init_from = node.get("init_from")
+    model = build(OmegaConf.masked_copy(node, [k for k in node if k != "init_from"]), **model_kwargs)
+    if init_from is not None:
+        try:
+            load_init(model, init_from)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+    return model
 
 
 def quantize(model: torch.nn.Module, specs: Specs, *, all_reduce=None) -> QuantLifecycle:

@@ -166,9 +166,10 @@ def model_label(summary: dict) -> str:
 
 
 def _with_data_root(node: Any, data_root: str) -> Any:
-    """`node` with every string that starts with the data root written as "${data_root}/..."."""
+    """`node` with every string that starts with the data root written as "${data_root}/...", and without null
+    entries (a key absent from an older run's config and null in a newer one is the same setting: resume_guard)."""
     if isinstance(node, dict):
-        return {k: _with_data_root(v, data_root) for k, v in node.items()}
+        return {k: _with_data_root(v, data_root) for k, v in node.items() if v is not None}
     if isinstance(node, list):
         return [_with_data_root(v, data_root) for v in node]
     if isinstance(node, str) and data_root and (node == data_root or node.startswith(data_root.rstrip("/") + "/")):

@@ -32,7 +32,9 @@ def _ignored(key: str) -> bool:
 def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths whose values differ (or exist on one side only), sorted, leaving out IGNORED keys."""
     old, new = flatten(stored), flatten(current)
-    return sorted(k for k in old.keys() | new.keys() if not _ignored(k) and old.get(k, ...) != new.get(k, ...))
+    # A key that one side lacks and the other holds as null is equal: a setting added later whose default (null)
+    # is "off" (model.init_from) must not refuse the folders written before it existed.
+    return sorted(k for k in old.keys() | new.keys() if not _ignored(k) and old.get(k) != new.get(k))
 
 
 def _short(value: Any) -> str:

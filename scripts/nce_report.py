@@ -27,9 +27,13 @@ from reports.results import ResultsError, load_runs, read_metrics, read_summary
 from scripts.plot import plt, save_figure  # Agg backend, atomic PNG writes
 
 
+def network(model_config: dict, **model_kwargs) -> torch.nn.Module:
+    """The network of a run's stored model config (its `init_from`, where it started, is not the builder's)."""
+    return instantiate({k: v for k, v in model_config.items() if k != "init_from"}, **model_kwargs)
+
+
 def model_cost(model_config: dict, example: torch.Tensor, num_classes: int) -> dict[str, int]:
-    model = instantiate(model_config, num_classes=num_classes, in_channels=example.shape[1])
-    return count_cost(model, example)
+    return count_cost(network(model_config, num_classes=num_classes, in_channels=example.shape[1]), example)
 
 
 def mean_std(values: list[float]) -> str:
@@ -73,7 +77,7 @@ def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_
     n = len(found) + 1
     history = read_metrics(found[0][0].path)
     config = read_summary(found[0][0].path)["config"]["model"]  # the searched network, before the search widened it
-    original = current_widths(instantiate(config, num_classes=num_classes, in_channels=in_channels))
+    original = current_widths(network(config, num_classes=num_classes, in_channels=in_channels))
     bars.bar([i - 0.4 + 0.8 / n / 2 for i in x], original, width=0.8 / n, label="original", color="0.6")
     for k, (run, nce) in enumerate(found, start=1):
         bars.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in x], nce["widths"], width=0.8 / n,

@@ -144,6 +144,7 @@ class NceSearch:
                              f"(data=fashion_mnist, cifar10, cifar100, synthetic); data={bundle.name} is not")
         self.model_config = OmegaConf.to_container(model_config, resolve=True) \
             if isinstance(model_config, DictConfig) else dict(model_config)
+        self.model_config.pop("init_from", None)  # the run's start, not the found network's (its widths differ)
         self.model_kwargs = dict(bundle.model_kwargs)
         self.example = next(iter(bundle.test))[0][:1].cpu()  # one test image: the cost model's input shape
         self.original = count_cost(model, self.example)

@@ -111,7 +111,7 @@ def test_interval_lr_follows_the_weight_schedule_unless_switched_off(tmp_path, s
     """Official LBT code: the intervals' Adam lr is decayed x0.1 at the same milestones as the weights' SGD."""
     cfg = compose_cfg(tmp_path, [*TINY, "optim=sgd_multistep", "optim.scheduler.milestones=[1,2]",
                                  f"quant.interval_lr_schedule={str(scheduled).lower()}"])
-    model = instantiate(cfg.model, num_classes=10, in_channels=3)
+    model = assemble.build_model(cfg.model, {"num_classes": 10, "in_channels": 3})
     quantize_(model, assemble.build_quant_spec(cfg))
     optimizers, schedulers, _ = assemble.build_optimizers(cfg, model, steps_per_epoch=2, epochs=3)
     lrs = []

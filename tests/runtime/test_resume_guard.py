@@ -59,3 +59,13 @@ def test_missing_or_unreadable_stored_config_counts_as_absent(tmp_path):
     assert check_resume_config(tmp_path, {"seed": 0}) is None
     (tmp_path / "config.yaml").write_bytes(b"\xff\xfe\x00garbage")
     assert check_resume_config(tmp_path, {"seed": 0}) is None
+
+
+def test_a_key_added_later_with_a_null_default_still_resumes_older_folders(tmp_path):
+    """model.init_from (null) came after many run folders were written: they must resume, not be refused."""
+    old = resolved()
+    del old["model"]["init_from"]
+    store(tmp_path, old)
+    assert check_resume_config(tmp_path, resolved()) is None
+    error = check_resume_config(tmp_path, resolved(["model.init_from=/some/run"]))
+    assert error is not None and "model.init_from added" in error
