@@ -263,8 +263,9 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
 def build_model(node: DictConfig, model_kwargs: dict) -> torch.nn.Module:
     """The model config's network, with the trained weights of `model.init_from` when given (models/init_from.py);
     `init_from` is the run's key, not the builder's argument."""
-    init_from = node.get("init_from")
-    model = build(OmegaConf.masked_copy(node, [k for k in node if k != "init_from"]), **model_kwargs)
+    config = OmegaConf.to_container(node, resolve=True)  # resolved in the run's config: interpolations keep working
+    init_from = config.pop("init_from", None)
+    model = build(OmegaConf.create(config), **model_kwargs)
     if init_from is not None:
         try:
             load_init(model, init_from)
