@@ -7,6 +7,7 @@ quant.apt_layers.AptQuantizer, and every function here is element-wise in it, so
 Bit-widths are float tensors, not python ints: a promotion changes a buffer, never the traced graph.
 
     format     s = ceil(log2(max|x| / (2^(n-1) - 1))),   x_hat = clamp(round(x / 2^s), -(2^(n-1)-1), 2^(n-1)-1) * 2^s
+               (weights on the "signed" grid, quant.weight_grid: clamp from -2^(n-1), 2^n codes)
     statistic  diff_bit = log2(|mean|x| - mean|x_hat|| / mean|x| + 1)
     promotion  at a check: n <- next candidate above n   if diff_bit > threshold
     re-check   I = clamp(round(beta / diff - gamma), 1, max_interval),  diff = max(a |s - m_s|, d diff_bit^2)
@@ -34,13 +35,14 @@ def apt_shift(x_max: Tensor, bits: Tensor) -> Tensor:
 
 
 def quantize_apt(x: Tensor, shift: Tensor, bits: Tensor, *, stochastic: bool = False,
-                 noise: Tensor | None = None) -> Tensor:
-    """x on the n-bit grid k * 2^s, |k| <= 2^(n-1) - 1 (round to nearest, or stochastically); saturates."""
+                 noise: Tensor | None = None, grid: str = "symmetric") -> Tensor:
+    """x on the n-bit grid k * 2^s, |k| <= 2^(n-1) - 1 (round to nearest, or stochastically); saturates.
+    grid "signed": k from -2^(n-1) (2^n codes, quant.primitives.weight_levels)."""
     scale = torch.exp2(shift)
     limit = torch.exp2(bits - 1) - 1
     t = x / scale
     k = round_stochastic(t, noise) if stochastic else round_nearest(t)
-    return torch.minimum(torch.maximum(k, -limit), limit) * scale
+    return torch.minimum(torch.maximum(k, -limit - (grid == "signed")), limit) * scale
 
 
 def diff_bit(x: Tensor, x_hat: Tensor) -> Tensor:

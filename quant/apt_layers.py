@@ -71,13 +71,13 @@ class _StraightThrough(torch.autograd.Function):
     """x_hat in forward, the incoming gradient unchanged in backward (the format covers max|x|: no saturation)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, shift: Tensor, bits: Tensor, valid: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, shift: Tensor, bits: Tensor, valid: Tensor, grid: str) -> Tensor:
         xf = x.float()  # float32 grid arithmetic under bf16 autocast
-        return torch.where(valid, quantize_apt(xf, shift, bits), xf).to(x.dtype)
+        return torch.where(valid, quantize_apt(xf, shift, bits, grid=grid), xf).to(x.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        return g, None, None, None
+        return g, None, None, None, None
 
 
 class _QuantizeGradientApt(torch.autograd.Function):
@@ -120,9 +120,9 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
     not a buffer, for the reason given in quant.gradient.GradQuantizer (DDP's broadcast_buffers).
     """
 
-    def __init__(self, role: str, bits: int, policy: AptPolicy, device=None) -> None:
+    def __init__(self, role: str, bits: int, policy: AptPolicy, device=None, *, grid: str = "symmetric") -> None:
         super().__init__()
-        self.role, self.policy = role, policy
+        self.role, self.policy, self.grid = role, policy, grid  # grid: the weights' (quant.weight_grid)
         self.register_buffer("bits", torch.tensor(float(bits), device=device))
         for name in ControllerState._fields[1:]:
             self.register_buffer(name, torch.zeros((), device=device))
@@ -142,7 +142,7 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             shift, valid = _shift(x.detach().float(), self.bits)
-        x_hat = _StraightThrough.apply(x, shift, self.bits, valid)
+        x_hat = _StraightThrough.apply(x, shift, self.bits, valid, self.grid)
         if self.training:
             with torch.no_grad():
                 diff = diff_bit(x.detach().float(), x_hat.detach().float()) if self.checking else None
@@ -151,7 +151,7 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
         return x_hat
 
     def extra_repr(self) -> str:
-        return f"role={self.role}, candidates={self.policy.candidates}"
+        return f"role={self.role}, candidates={self.policy.candidates}, grid={self.grid}"
 
 
 class AptGradQuantizer(AptQuantizer):

@@ -18,42 +18,58 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.primitives import grid_index, quantize_to_grid, unsigned_levels
+from quant.primitives import grid_index, quantize_to_grid, unsigned_levels, weight_levels
 from quant.state import OptionalStateMixin
 
 
-def _grid(upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Tensor, Tensor | float]:
-    """(lo, step, levels) of the symmetric (signed=1) or unsigned (signed=0) grid ending at `upper`.
-
-    `signed` is a 0/1 number, possibly a buffer decided on device, so one traced graph serves both grids.
-    """
-    lo = -upper * signed
-    levels = unsigned_levels(bits) - signed  # signed: 2^b - 2 steps, D = 2u / (2^b - 2) (docs/methods.md §1.2)
-    return lo, (upper - lo) / levels, levels
+def weight_grid(scale: Tensor, bits: int, grid: str) -> tuple[Tensor, Tensor, int]:
+    """(lo, step, levels) of the weight grid `grid` with scale s_W: -s_W + k * s_W / zero (quant.primitives)."""
+    levels, zero = weight_levels(bits, grid)
+    return -scale, scale / zero, levels
 
 
 class _FakeQuantize(torch.autograd.Function):
-    """x_hat = nearest value of the (lo, step) grid; straight-through in range, learnable upper bound."""
+    """x_hat = nearest value of the grid lo + k*step, k in [0, levels], whose every value is proportional to the
+    learnable scale s: lo = lo_unit * s, step = s * step_mul / step_div (step_div None: levels), top value
+    top_unit * s; straight-through in range. (step as `s * mul / div`, the old `(u - lo) / levels`, keeps the
+    numerics bit for bit; one tensor passed twice would break a compiled graph, hence None.)
+
+    Since every grid value is proportional to s, dL/ds = sum(g * (x_hat - x * inside)) / s on any such grid.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> Tensor:
-        lo, step, levels = _grid(upper, signed, bits)
+    def forward(ctx, x: Tensor, scale: Tensor, lo_unit: Tensor | float, top_unit: float,
+                step_mul: Tensor | float, step_div: float | None, levels: Tensor | float) -> Tensor:
+        lo, step = scale * lo_unit, scale * step_mul / (levels if step_div is None else step_div)
         x_hat = quantize_to_grid(x.float(), lo, step, levels).to(x.dtype)  # float32 math under bf16 autocast
-        ctx.save_for_backward(x, x_hat, upper, lo)
+        ctx.save_for_backward(x, x_hat, scale, lo)
+        ctx.top_unit = top_unit
         return x_hat
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, x_hat, upper, lo = ctx.saved_tensors
-        inside = (x >= lo) & (x <= upper)
+        x, x_hat, scale, lo = ctx.saved_tensors
+        inside = (x >= lo) & (x <= (scale if ctx.top_unit == 1.0 else scale * ctx.top_unit))
         grad_x = torch.where(inside, g, 0.0)
-        grad_upper = (g * (x_hat - torch.where(inside, x, 0.0))).sum() / upper
-        return grad_x, grad_upper.reshape(upper.shape), None, None
+        grad_scale = (g * (x_hat - torch.where(inside, x, 0.0))).sum() / scale
+        return grad_x, grad_scale.reshape(scale.shape), None, None, None, None, None
 
 
 def fake_quantize(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> Tensor:
-    """Quantize `x` to a `bits`-bit grid ending at `upper` (symmetric if `signed`), differentiable in x and upper."""
-    return _FakeQuantize.apply(x, upper.abs(), signed, bits)
+    """Quantize `x` to a `bits`-bit grid ending at `upper` (symmetric if `signed`), differentiable in x and upper.
+
+    Unsigned (signed=0): 2^b values in [0, u]; symmetric (signed=1): 2^b - 1 values in [-u, u], D = 2u / (2^b - 2)
+    (docs/methods.md §1.2). `signed` may be a 0/1 buffer decided on device: one traced graph serves both grids.
+    """
+    levels = unsigned_levels(bits) - signed
+    return _FakeQuantize.apply(x, upper.abs(), -signed, 1.0, 1 + signed, None, levels)
+
+
+def fake_quantize_weight(w: Tensor, scale: Tensor, bits: int, grid: str) -> Tensor:
+    """Quantize `w` to the weight grid `grid` with scale s_W (quant.primitives.weight_levels), differentiable in
+    w and s_W."""
+    levels, zero = weight_levels(bits, grid)
+    return _FakeQuantize.apply(w, scale.abs(), -1.0, (levels - zero) / zero, 1.0, zero, levels)
 
 
 class _IntervalQuantizer(OptionalStateMixin, nn.Module):
@@ -74,14 +90,17 @@ class _IntervalQuantizer(OptionalStateMixin, nn.Module):
         self.needs_init = not bool(self.initialized)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return f"bits={self.bits}" + (f", grid={self.grid}" if hasattr(self, "grid") else "")
 
 
 class WeightQuantizer(_IntervalQuantizer):
-    """Symmetric per-tensor weight quantizer, learnable s_W (docs/methods.md §1.4)."""
+    """Per-tensor weight quantizer, learnable s_W (docs/methods.md §1.4) on the grid `grid`: "symmetric" (LBT's,
+    2^b - 1 values) or "signed" (LSQ's and the TRS paper's, 2^b values), quant.primitives.weight_levels."""
 
-    def __init__(self, bits: int, device=None) -> None:
+    def __init__(self, bits: int, device=None, *, grid: str = "symmetric") -> None:
         super().__init__(bits, device)
+        weight_levels(bits, grid)  # a bad grid name is one line here
+        self.grid = grid
         self.scale = nn.Parameter(torch.ones((), device=device))
 
     @torch.compiler.disable
@@ -94,14 +113,14 @@ class WeightQuantizer(_IntervalQuantizer):
     def forward(self, w: Tensor) -> Tensor:
         if self.needs_init:
             self._initialize(w)
-        return fake_quantize(w, self.scale, 1.0, self.bits)
+        return fake_quantize_weight(w, self.scale, self.bits, self.grid)
 
     @torch.no_grad()
     def codes(self, w: Tensor) -> Tensor:
-        """The integer code of every weight, its index `k` in `[0, 2^b - 2]` on the grid under the current s_W
-        (as a float tensor): what `forward` rounds `w` to is `-s_W + k * D`. Transition-rate scheduling counts
-        how many of these change per step (docs/methods.md §3.1)."""
-        lo, step, levels = _grid(self.scale.abs(), 1.0, self.bits)
+        """The integer code of every weight, its index `k` in `[0, levels]` on the grid under the current s_W
+        (as a float tensor): what `forward` rounds `w` to is `lo + k * step` (weight_grid). Transition-rate
+        scheduling counts how many of these change per step (docs/methods.md §3.1)."""
+        lo, step, levels = weight_grid(self.scale.abs(), self.bits, self.grid)
         return grid_index(w.float(), lo, step, levels)
 
 

@@ -9,7 +9,8 @@ codes themselves and the scales are applied to its float32 result:
     dL/dW = (codes_a  (*) codes_g) * s_a * s_g        (the op's weight gradient, then the straight-through mask)
 
 with s the grid steps. Codes, the step of each grid (docs/methods.md §1.2, §1.4):
-- weights: symmetric, codes in [-(2^(b-1)-1), 2^(b-1)-1], value = code * s_W-step;
+- weights: codes k - zero on their grid (quant.primitives.weight_levels), value = code * s_W / zero: symmetric,
+  codes in [-(2^(b-1)-1), 2^(b-1)-1], or signed, codes in [-2^(b-1), 2^(b-1)-1] (both fit int8 up to 8 bits);
 - activations: unsigned, codes in [0, 2^b-1], or symmetric as the weights (the `signed` buffer, on device);
 - gradients: symmetric, codes q - (2^(b-1)-1) with q the index of quant.primitives.quantize_symmetric's grid.
 Integers up to 2^8 are exact in bf16 and up to 2^24 in float32, so the op always runs in float32 on the codes
@@ -44,7 +45,7 @@ from quant.direct_conv import GRAD_ZERO_POINT, direct_conv, direct_conv_input_gr
 from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
                           span)
-from quant.primitives import grid_index, unsigned_levels
+from quant.primitives import grid_index, unsigned_levels, weight_levels
 from quant import kernel_rule
 from quant.kernel_rule import LayerOp
 
@@ -61,6 +62,14 @@ def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> t
     k = grid_index(x.float(), lo, step, levels)
     zero = half - signed * (half - 1)
     return k + (zero - half), step, torch.as_tensor(zero, device=x.device)
+
+
+def weight_codes(w: Tensor, scale: Tensor, bits: int, grid: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(codes, step, top): round-to-nearest codes k - zero of w on the weight grid `grid` with scale s_W
+    (quant.forward.weight_grid), value code * step, and the grid's top value (the straight-through range's end)."""
+    levels, zero = weight_levels(bits, grid)
+    step = scale / zero
+    return grid_index(w.float(), -scale, step, levels) - zero, step, scale * ((levels - zero) / zero)
 
 
 def zero_index(bits: int, zero: Tensor) -> Tensor:
@@ -212,12 +221,13 @@ def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, zero: Tensor
     return grad_a, grad_w
 
 
-def _interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """quant.forward._FakeQuantize.backward: straight-through in range, the learnable upper bound's gradient."""
-    inside = (x >= lo) & (x <= upper)
+def _interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, top: Tensor,
+                        scale: Tensor) -> tuple[Tensor, Tensor]:
+    """quant.forward._FakeQuantize.backward: straight-through in [lo, top], the learnable scale's gradient."""
+    inside = (x >= lo) & (x <= top)
     grad_x = torch.where(inside, g_hat, 0.0)
-    grad_upper = (g_hat * (x_hat - torch.where(inside, x, 0.0))).sum() / upper
-    return grad_x, grad_upper.reshape(upper.shape)
+    grad_scale = (g_hat * (x_hat - torch.where(inside, x, 0.0))).sum() / scale
+    return grad_x, grad_scale.reshape(scale.shape)
 
 
 class _IntegerLayer(torch.autograd.Function):
@@ -226,7 +236,7 @@ class _IntegerLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, a_upper: Tensor, a_signed: Tensor,
-                w_scale: Tensor, op: LayerOp, a_bits: int, w_bits: int, gamma: Tensor, skipped: Tensor,
+                w_scale: Tensor, op: LayerOp, a_bits: int, w_bits: int, w_grid: str, gamma: Tensor, skipped: Tensor,
                 stats: Tensor, warmed: Tensor, pending: Tensor, g_bits: int, policy, recording: bool,
                 warming_up: bool, deferred: bool, large_fraction: float) -> Tensor:
         stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, g_bits, policy, recording, warming_up,
@@ -234,7 +244,7 @@ class _IntegerLayer(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
             with span("quant.quantize"):
                 a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
-                cw, step_w, _ = grid_codes(w, w_scale, 1.0, w_bits)
+                cw, step_w, w_top = weight_codes(w, w_scale, w_bits, w_grid)
                 op, direct, backward_op = _lowering(op, x)
                 if direct:  # uint8 grid indices (B, C, H, W), channels-last
                     a8 = (a + zero_index(a_bits, zero)).to(torch.uint8).contiguous(memory_format=torch.channels_last)
@@ -250,7 +260,7 @@ class _IntegerLayer(torch.autograd.Function):
             nchw = _needs_nchw(x, op)
             y = _like(y, nchw)
         # an int8 backward keeps only the int8 codes (a quarter of the float codes' memory)
-        ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, step_a, step_w, zero,
+        ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, w_top, step_a, step_w, zero,
                               *((a8, w8) if backward_op.int8 else (a, cw)))
         ctx.op, ctx.direct = backward_op, direct and backward_op.int8
         ctx.a_bits, ctx.has_bias, ctx.w_dtype = a_bits, bias is not None, w.dtype
@@ -259,7 +269,7 @@ class _IntegerLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out: Tensor):
-        x, w, a_upper, a_signed, w_scale, step_a, step_w, zero, a_saved, w_saved = ctx.saved_tensors
+        x, w, a_upper, a_signed, w_scale, w_top, step_a, step_w, zero, a_saved, w_saved = ctx.saved_tensors
         op: LayerOp = ctx.op
         with torch.autocast(g_out.device.type, enabled=False):
             with span("quant.quantize"):
@@ -277,13 +287,13 @@ class _IntegerLayer(torch.autograd.Function):
                 grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
             grad_x_hat, grad_w_hat = grad_a * (step_g * step_w), grad_w * (step_a * step_g)
             grad_x, grad_upper = _interval_gradients(grad_x_hat, x.float(), a * step_a, -a_upper * a_signed,
-                                                     a_upper)
-            grad_w, grad_scale = _interval_gradients(grad_w_hat, w.float(), cw * step_w, -w_scale, w_scale)
+                                                     a_upper, a_upper)
+            grad_w, grad_scale = _interval_gradients(grad_w_hat, w.float(), cw * step_w, -w_scale, w_top, w_scale)
             grad_bias = None
             if ctx.has_bias:
                 grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)
         return (_like(grad_x.to(x.dtype), ctx.nchw), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
-                None, None, None, None, None, None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None, None, None, None, None, None, None)
 
 
 def integer_layer_forward(layer: nn.Module, x: Tensor) -> Tensor:
@@ -295,4 +305,4 @@ def integer_layer_forward(layer: nn.Module, x: Tensor) -> Tensor:
     if aq.needs_init:
         aq._initialize(x)
     return _IntegerLayer.apply(x, layer.weight, layer.bias, aq.upper.abs(), aq.signed, wq.scale.abs(), layer.op,
-                               aq.bits, wq.bits, *gq.function_args())
+                               aq.bits, wq.bits, wq.grid, *gq.function_args())

@@ -23,10 +23,10 @@ def _quantizers(spec: QuantSpec, device) -> tuple[nn.Module, nn.Module, nn.Modul
     """(wq, aq, gq) for one layer; nn.Identity where the spec keeps that role in full precision."""
     if spec.precision is not None:  # APT: adaptive bit-widths, power-of-two scales (docs/methods.md §4)
         policy = spec.precision
-        return (AptQuantizer("w", spec.w_bits, policy, device) if spec.w_bits else nn.Identity(),
+        return (AptQuantizer("w", spec.w_bits, policy, device, grid=spec.weight_grid) if spec.w_bits else nn.Identity(),
                 AptQuantizer("a", spec.a_bits, policy, device) if spec.a_bits else nn.Identity(),
                 AptGradQuantizer(spec.g_bits, policy, device) if spec.g_bits else nn.Identity())
-    wq = WeightQuantizer(spec.w_bits, device=device) if spec.w_bits else nn.Identity()
+    wq = WeightQuantizer(spec.w_bits, device=device, grid=spec.weight_grid) if spec.w_bits else nn.Identity()
     aq = ActQuantizer(spec.a_bits, device=device) if spec.a_bits else nn.Identity()
     gq = GradQuantizer(spec.g_bits, spec.grad, large_fraction=spec.large_fraction, device=device) \
         if spec.g_bits else nn.Identity()

@@ -7,6 +7,11 @@ by the LBT paper (Kim et al., ECCV 2024, docs/methods.md §1.2 and §1.4):
   Weights, signed activations and gradients use it.
 - unsigned, `2^b` values in `[0, u]`, step `u / (2^b - 1)`. Activations after a ReLU use it.
 
+Weights take one of two grids (`quant.weight_grid`, docs/methods.md §1.4 and §3.6), both `-s + k * s / zero`:
+- "symmetric" (LBT's), `2^b - 1` values in `[-s, s]`: zero = 2^(b-1) - 1, so W2 is ternary {-s, 0, s};
+- "signed" (LSQ's, TRS paper Eq. 13), `2^b` values in `[-s, s - s / 2^(b-1)]`: zero = 2^(b-1), so W2 has the 4
+  values {-2, -1, 0, 1} * s / 2.
+
 Rounding is to nearest (forward quantizers) or stochastic, `floor(t + noise)` with `noise ~ U[0, 1)`
 (gradients, docs/methods.md §1.2), which is unbiased inside the range: E[floor(t + U)] = t.
 Values beyond the range saturate (clamp after rounding is the same as clamp before, and cheaper).
@@ -23,6 +28,19 @@ Scalar = Tensor | float
 def symmetric_levels(bits: int) -> int:
     """Number of steps of the symmetric grid: 2^b - 2 (so 2^b - 1 values, zero included)."""
     return 2**bits - 2
+
+
+WEIGHT_GRIDS = ("symmetric", "signed")
+
+
+def weight_levels(bits: int, grid: str) -> tuple[int, int]:
+    """(levels, zero) of a weight grid: its number of steps and the index of real zero; the step is s / zero."""
+    half = 2 ** (bits - 1)
+    if grid == "symmetric":
+        return 2 * half - 2, half - 1
+    if grid == "signed":
+        return 2 * half - 1, half
+    raise ValueError(f"quant.weight_grid={grid!r} is invalid: use one of {', '.join(WEIGHT_GRIDS)}")
 
 
 def unsigned_levels(bits: int) -> int:

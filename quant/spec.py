@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from quant.apt import AptPolicy
 from quant.grad.base import GradPolicy
 from quant.grad.minmax import MinMaxPolicy
+from quant.primitives import WEIGHT_GRIDS
 
 MIN_BITS, MAX_BITS = 2, 16
 KERNELS = ("fake", "exact", "int8")
@@ -38,6 +39,9 @@ class QuantSpec:
     every operand is on its grid in every precision mode; "int8" also runs linear and 1x1-conv GEMMs as
     int8 x int8 -> int32 (`torch._int_mm`) where quant.kernel_rule says it pays. exact/int8 need W, A and G
     all quantized; int8 needs them <= 8 bits.
+    weight_grid: "symmetric" (LBT's, 2^b - 1 weight values: W2 is ternary) or "signed" (LSQ's and the TRS paper's
+    Eq. 13, 2^b values in [-2^(b-1), 2^(b-1) - 1] steps), quant.primitives.weight_levels; every kernel and APT
+    honour it.
     """
 
     w_bits: int | None = None
@@ -49,6 +53,7 @@ class QuantSpec:
     large_fraction: float = 1e-3
     precision: AptPolicy | None = None
     kernel: str = "fake"
+    weight_grid: str = "symmetric"
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -82,6 +87,8 @@ class QuantSpec:
                 if self.kernel == "int8" and bits > INT8_MAX_BITS:
                     raise ValueError(f"quant.kernel=int8 needs W/A/G <= {INT8_MAX_BITS} bits, got quant.bits.{role}="
                                      f"{bits}: lower it or use quant.kernel=exact")
+        if self.weight_grid not in WEIGHT_GRIDS:
+            raise ValueError(f"quant.weight_grid={self.weight_grid!r} is invalid: use one of {', '.join(WEIGHT_GRIDS)}")
         if self.precision is not None and self.kernel != "fake":
             raise ValueError(f"quant.kernel={self.kernel} applies to the learnable-interval quantizers; APT "
                              f"(quant=apt) computes with quant.kernel=fake")
