@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from models.init_from import load_init
+from optim.trs import freeze_weight_scales
 from quant import QuantSpec, quant_parameters, quantize_
 from quant.lifecycle import QuantLifecycle
 from runtime import distributed, run_info
@@ -48,6 +49,7 @@ class RunSpec:
     deterministic: bool
     channels_last: bool
     progress: bool
+    eval_at_start: bool = False  # model.init_from: evaluate the loaded network before the first step
 
     def __post_init__(self):
         for key, value in (("optim.epochs", self.epochs), ("log_every", self.log_every),
@@ -103,7 +105,8 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
                      keep_first_last=cfg.quant.keep_first_last,
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
                      precision=build(precision) if precision is not None else None,
-                     kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"))
+                     kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"),
+                     weight_grid=OmegaConf.select(cfg, "quant.weight_grid", default="symmetric"))
 
 
 def check_learning_rates(cfg: DictConfig) -> None:
@@ -121,7 +124,8 @@ def read_specs(cfg: DictConfig, choices: dict[str, str] | None = None) -> Specs:
         run = RunSpec(epochs=cfg.optim.epochs, log_every=cfg.log_every, max_nonfinite_steps=cfg.max_nonfinite_steps,
                       checkpoint_every_min=cfg.checkpoint_every_min, device=str(cfg.device), amp=cfg.amp,
                       compile=cfg.compile, deterministic=cfg.deterministic, channels_last=cfg.channels_last,
-                      progress=cfg.progress)
+                      progress=cfg.progress,
+                      eval_at_start=OmegaConf.select(cfg, "model.init_from") is not None)
         check_learning_rates(cfg)
         qspec = build_quant_spec(cfg)
         with open_dict(cfg):
@@ -155,11 +159,14 @@ def step_optimizers(optimizers: list[torch.optim.Optimizer], params: list[torch.
 
 def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch: int, epochs: int):
     """(optimizers, schedulers, params): the weights' optimizer, the intervals' Adam, their LR schedules.
+    The frozen s_W of a TRS run are in neither optimizer.
 
     The paper trains the quantizer intervals (s_W, u_A) with their own Adam without weight decay; the official code
     decays its lr with the weights' schedule (docs/methods.md), `quant.interval_lr_schedule=false` keeps it fixed.
     """
-    intervals = quant_parameters(model)
+    if cfg.optim.get("trs"):  # TRS trains u_A but not s_W (its paper's footnote 2; docs/methods.md §3)
+        freeze_weight_scales(model)
+    intervals = [p for p in quant_parameters(model) if p.requires_grad]
     not_weights = {id(p) for p in [*intervals, *architecture_parameters(model)]}  # NCE's logits: search/nce.py
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in not_weights]
     optimizers = [build(cfg.optim.optimizer)(weights)]
@@ -282,6 +289,8 @@ def quantize(model: torch.nn.Module, specs: Specs, *, all_reduce=None) -> QuantL
         except ValueError as e:  # e.g. a keep_fp pattern that names no layer of this model
             raise ConfigError(str(e)) from e
     quant = QuantLifecycle(model, all_reduce=all_reduce)
+    if specs.quant.w_bits is not None:
+        specs.labels["weight_grid"] = specs.quant.weight_grid
     if not specs.quant.is_full_precision and not quant.quantized:
         raise ConfigError(f"no layer was quantized although bits={specs.labels['bits']}: quant.keep_fp="
                           f"{list(specs.quant.keep_fp)} / quant.keep_first_last keep every conv and linear layer")

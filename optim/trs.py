@@ -3,19 +3,23 @@
 Instead of scheduling the learning rate of the latent weights, schedule how many *quantized* weights change per
 step. `TransitionRateScheduler` takes the place of the weights' LR scheduler (`optim=sgdt`, `optim=adamt`):
 
-    k_t = (# integer weight codes that changed in step t) / (# quantized weights)        measured, §3.1
-    K_t = m K_{t-1} + (1 - m) k_t,   m = 0.99   (read bias-corrected, K_t / (1 - m^n))     §3.2
-    R_t = lambda * (1 + cos(pi t / T)) / 2                                                 target, §3.3
-    U_t = max(0, U_{t-1} + eta (R_t - K_t))                                                §3.4
-    w  <- w - U_t d_t,   d_t the base optimizer's direction (SGD with momentum, AdamW)
+    k_t = (# integer weight codes that changed in step t) / (# quantized weights)        paper Eq. (5)
+    K_t = m K_{t-1} + (1 - m) k_t,   m = 0.99                                             Eq. (10)
+    R_t = lambda * sqrt(b_w) * (1 + cos(pi t / T)) / 2                                     target, §3.3
+    U_t = max(0, U_{t-1} + eta (R_t - K_t))                                                Eq. (11)
+    w  <- w - U_t d_t,   d_t the base optimizer's direction (SGD with momentum, Adam)     Eq. (12)
+
+The weight quantizers' scales s_W are frozen (paper footnote 2: a moving s_W would make transitions without any
+weight update); the activations' u_A still train. `freeze_weight_scales` does it before the optimizers are built.
 
 `w - U_t d_t` is the base optimizer run with learning rate U_t, so U_t is a 0-dim tensor on the weights' device
 that *is* the optimizer's `lr` (fused SGD / AdamW take a tensor lr without a host sync). Everything per step
 stays on device; `drain_transition_stats` reads the logged values with one host sync on logging steps.
 
-Unconfirmed in the paper (config values, docs/methods.md §3.5): `eta`; U_0 (we start at the optimizer's
-configured `lr`); reading K bias-corrected (`debias`, ours: a plain EMA from K_0 = 0 makes U wind up for the
-first ~1/(1-m) steps); whether lambda should scale with the weight bits (we do not scale it).
+Unconfirmed in the paper text we could read (docs/methods.md §3.5): the target's start lambda * sqrt(b_w)
+(`scale_by_bits`, from two summaries of the paper), eta = U_0 (a summary), U_0 itself (the optimizer's `lr`).
+`debias` (ours, off by default) reads K bias-corrected; the paper's plain EMA makes U wind up while K warms up,
+as its Fig. 3b shows ("U increases initially, since K is much smaller than R").
 """
 from __future__ import annotations
 
@@ -26,18 +30,20 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.forward import WeightQuantizer
+from quant.forward import WeightQuantizer, weight_grid
 from quant.unwrap import unwrap
 
 
 @dataclass(frozen=True, kw_only=True)
 class TRSSpec:
-    """The TRS hyper-parameters (docs/methods.md §3): target R_0 = lambda_, controller gain eta, EMA momentum."""
+    """The TRS hyper-parameters (docs/methods.md §3): target R_0 = lambda_ (* sqrt(b_w) when scale_by_bits),
+    controller gain eta, EMA momentum, whether K is read bias-corrected."""
 
     lambda_: float
     eta: float
     momentum: float = 0.99
-    debias: bool = True
+    debias: bool = False
+    scale_by_bits: bool = True
 
     def __post_init__(self):
         if not 0 < self.lambda_ <= 1:
@@ -47,6 +53,22 @@ class TRSSpec:
             raise ValueError(f"optim.trs.eta={self.eta} is invalid: use a gain > 0")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"optim.trs.momentum={self.momentum} is invalid: use a value in [0, 1), e.g. 0.99")
+
+
+def freeze_weight_scales(model: nn.Module) -> None:
+    """Stop training every weight quantizer's scale s_W (TRS paper, footnote 2); the activations' u_A still train.
+    Call before the optimizers are built, so the intervals' Adam gets only u_A."""
+    for _, _, q in quantized_weights(model):
+        q.scale.requires_grad_(False)
+
+
+@torch.no_grad()
+def transition_distance(w: Tensor, q: WeightQuantizer) -> Tensor:
+    """Mean distance of the latent weights to their nearest transition point, in grid steps (0 to 0.5 inside the
+    range, more for saturated weights): the paper's Fig. 3d. Transition points lie half a step between codes."""
+    lo, step, levels = weight_grid(q.scale.abs(), q.bits, q.grid)
+    t = (w.float() - lo) / step
+    return (t - (torch.floor(t) + 0.5).clamp(0.5, levels - 0.5)).abs().mean()
 
 
 def quantized_weights(model: nn.Module) -> list[tuple[str, Tensor, WeightQuantizer]]:
@@ -60,9 +82,8 @@ class TransitionRateScheduler:
     """Drives the weights' optimizer's learning rate U_t so that the transition rate follows R_t (module docstring).
 
     Stepped like an LR scheduler, after the optimizers (the weights' and the intervals'): it compares every
-    quantized layer's integer codes with the previous step's, so a code moved by a change of s_W alone counts as
-    a transition too (the integer value changed; the paper counts integer weight changes). The first step only
-    records the codes. A step skipped for non-finite gradients measures k = 0 and raises U a little.
+    quantized layer's integer codes with the previous step's (the paper's Eq. 5; s_W is frozen, so only latent
+    weight updates move codes). The first step only records the codes. A step skipped for non-finite gradients measures k = 0 and raises U a little.
 
     Under DDP the weights and s_W are bit-identical on every rank, so every rank counts the same transitions and
     computes the same U_t without a collective (docs/methods.md §3.1).
@@ -72,8 +93,9 @@ class TransitionRateScheduler:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *, steps_per_epoch: int, epochs: int,
-                 lambda_: float, eta: float, momentum: float = 0.99, debias: bool = True) -> None:
-        self.spec = TRSSpec(lambda_=lambda_, eta=eta, momentum=momentum, debias=debias)
+                 lambda_: float, eta: float, momentum: float = 0.99, debias: bool = False,
+                 scale_by_bits: bool = True) -> None:
+        self.spec = TRSSpec(lambda_=lambda_, eta=eta, momentum=momentum, debias=debias, scale_by_bits=scale_by_bits)
         self.layers = quantized_weights(model)
         if not self.layers:
             raise ValueError("optim=sgdt/adamt schedules quantized weight transitions but no layer has quantized "
@@ -81,6 +103,8 @@ class TransitionRateScheduler:
         if any(q.bits > 8 for _, _, q in self.layers):
             raise ValueError("transition-rate scheduling keeps codes as uint8: use weight bits <= 8")
         self.optimizer = optimizer
+        bits = max(q.bits for _, _, q in self.layers)  # one weight bit-width per run (QuantSpec)
+        self.start = lambda_ * (math.sqrt(bits) if scale_by_bits else 1.0)  # R_0
         self.total_steps = max(1, steps_per_epoch * epochs)
         device = self.layers[0][1].device
         lr = optimizer.param_groups[0]["lr"]
@@ -102,9 +126,9 @@ class TransitionRateScheduler:
             group["lr"] = self.u
 
     def target(self, step: int | None = None) -> float:
-        """R_t: cosine decay from lambda to 0 over the run (docs/methods.md §3.3)."""
+        """R_t: cosine decay from R_0 to 0 over the run (docs/methods.md §3.3)."""
         t = self.steps if step is None else step
-        return self.spec.lambda_ * 0.5 * (1 + math.cos(math.pi * min(1.0, t / self.total_steps)))
+        return self.start * 0.5 * (1 + math.cos(math.pi * min(1.0, t / self.total_steps)))
 
     def _codes(self) -> list[Tensor]:
         return [q.codes(w).to(torch.uint8) for _, w, q in self.layers]
@@ -153,7 +177,9 @@ class TransitionRateScheduler:
     def stats(self) -> dict[str, Tensor]:
         """The logged values as device tensors; the per-layer rate is the mean over the steps since the last call.
 
-        Keys: trs/target (R_t), trs/rate (k_t), trs/rate_ema (K_t), trs/U, TR/<layer>.
+        Keys: trs/target (R_t), trs/rate (k_t), trs/rate_ema (K_t), trs/U, TR/<layer>, and the mean distance of
+        the latent weights to their nearest transition point (transition_distance), trs/distance over all
+        quantized weights and TD/<layer>.
         """
         per_layer = self.window / (self.numel * max(1, self.window_steps))
         self.window.zero_()
@@ -162,6 +188,9 @@ class TransitionRateScheduler:
         out = {"trs/target": target, "trs/rate": self.rate,
                "trs/rate_ema": self.running_rate(), "trs/U": self.u}
         out.update({f"TR/{name}": per_layer[i] for i, (name, _, _) in enumerate(self.layers)})
+        distance = torch.stack([transition_distance(w, q) for _, w, q in self.layers])  # (L,)
+        out["trs/distance"] = (distance * self.numel).sum() / self.total
+        out.update({f"TD/{name}": distance[i] for i, (name, _, _) in enumerate(self.layers)})
         return out
 
 
