@@ -109,6 +109,10 @@ def fit(run: Run, state: TrainState, logger, run_dir: Path, *, fresh: bool) -> N
         run.quant.warm_up(lambda: run.task.loss(run.model, first))  # the bare model: no DDP hooks
         for opt in run.optimizers:
             opt.zero_grad(set_to_none=True)
+        if spec.eval_at_start:  # model.init_from: what the loaded network scores, quantized, before any step
+            state.start = {k.replace("test/", "start/"): v for k, v in test_metrics(run).items()}
+            logger.log(state.start, step=0, epoch=0)
+            log.info("before training: " + ", ".join(f"{k}={v:.4g}" for k, v in state.start.items()))
     with guard:
         while state.epoch < spec.epochs:
             train_epoch(run, state, logger, guard, save)
@@ -156,11 +160,16 @@ def log_window(run: Run, state: TrainState, logger, *, img_per_s: float) -> floa
     return mean_loss
 
 
-def evaluate(run: Run, state: TrainState, logger) -> None:
-    """Every rank evaluates its shard (the task sums over ranks); then the ranks must still hold the same model."""
+def test_metrics(run: Run) -> dict[str, float]:
+    """Every rank evaluates its shard (the task sums over ranks)."""
     run.model.eval()
     with torch.no_grad(), run.autocast:
-        metrics = {f"test/{k}": v for k, v in run.task.evaluate(run.eval_model, run.bundle.test, run.device).items()}
+        return {f"test/{k}": v for k, v in run.task.evaluate(run.eval_model, run.bundle.test, run.device).items()}
+
+
+def evaluate(run: Run, state: TrainState, logger) -> None:
+    """The epoch's test metrics; then the ranks must still hold the same model."""
+    metrics = test_metrics(run)
     epoch = state.epoch
     state.end_epoch(metrics, primary=f"test/{run.task.metric}")
     logger.log(metrics, step=state.step, epoch=epoch)
@@ -180,7 +189,8 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
     if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,
-               **found, "metric": primary, "final": state.final, "best": state.best, "epochs": run.specs.run.epochs,
+               **found, "metric": primary, "final": state.final, "best": state.best, "start": state.start or None,
+               "epochs": run.specs.run.epochs,
                "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
                "wall_time_s": round(time.perf_counter() - started, 2), "versions": run_info.versions(),
                "config": run_info.resolved(cfg)}

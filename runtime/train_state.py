@@ -20,6 +20,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken (skipped non-finite steps included)
     best: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
+    start: dict[str, float] = field(default_factory=dict)  # the evaluation before the first step (eval_at_start)
     window_steps: int = 0  # steps since the last logging step
     loss_sum: torch.Tensor = None  # summed loss of the window's steps
     skipped: torch.Tensor = None  # steps skipped for non-finite gradients, in total
@@ -52,6 +53,7 @@ class TrainState:
     def checkpoint_fields(self) -> dict[str, Any]:
         """The checkpoint's keys for this state (the format train.py has always written: old checkpoints resume)."""
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "best": self.best, "final": self.final,
+                "start": self.start,
                 "accumulators": {"loss_sum": float(self.loss_sum), "window_steps": self.window_steps,
                                  "skipped": float(self.skipped), "in_row": float(self.in_row)}}
 
@@ -61,5 +63,5 @@ class TrainState:
             return cls(device=device)
         acc = ckpt["accumulators"]
         return cls(device=device, epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"], best=ckpt["best"],
-                   final=ckpt["final"], window_steps=acc["window_steps"], loss_sum=acc["loss_sum"],
+                   final=ckpt["final"], start=ckpt.get("start", {}), window_steps=acc["window_steps"], loss_sum=acc["loss_sum"],
                    skipped=acc["skipped"], in_row=acc["in_row"])
