@@ -1,29 +1,19 @@
 #!/usr/bin/env bash
-# Reproduce results/trs_fmnist/: ResNet-20 on Fashion-MNIST at W/A/G 2/2/32, SGD vs SGDT and AdamW vs AdamT x seeds
-# {0, 1} (TRS, docs/methods.md §3); then the table and the figures (target vs measured transition rate, U_t).
-# The runs are 94 steps long: the running rate uses momentum 0.9 (paper: 0.99) and eta is 10x the configs' default
-# (U_0 / (10 lambda_)), so that U_t can respond within a run. The SGD and the Adam family run side by side, one
-# thread each (about 30 minutes on 2 shared cores). Re-running skips finished runs.
-# LBT444=1 adds W/A/G 4/4/4 with LBT gradient intervals, seed 0 only (about 20 more minutes).
+# Reproduce results/trs_fmnist/ (docs/methods.md §3, README "TRS"): first the full-precision ResNet-20 that every run
+# starts from (experiment=fmnist_fp_pretrain), then QAT at W2A2 on the signed 4-level weight grid with FP gradients:
+# SGD vs SGDT and Adam vs AdamT, seeds 0-2, 4 epochs each; then the table and the figures (target vs running
+# transition rate, U_t, distance of the latent weights to the nearest transition point). The SGD and the Adam family
+# run side by side, one thread each (about 80 minutes on 2 cores). Re-running skips finished runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-ARGS="experiment=trs_fmnist progress=false threads=1"
-SGDT="optim=sgdt optim.trs.eta=2.0 optim.trs.momentum=0.9"
-ADAMT="optim=adamt optim.trs.eta=0.02 optim.trs.momentum=0.9"
-{ $PY train.py -m $ARGS optim=sgd seed=0,1
-  $PY train.py -m $ARGS $SGDT seed=0,1; } &
-{ $PY train.py -m $ARGS optim=adamw seed=0,1
-  $PY train.py -m $ARGS $ADAMT seed=0,1; } &
+SEEDS=${SEEDS:-0,1,2}
+$PY train.py experiment=fmnist_fp_pretrain progress=false
+ARGS="experiment=trs_fmnist progress=false threads=1 seed=$SEEDS"
+{ $PY train.py -m $ARGS optim=sgd
+  $PY train.py -m $ARGS optim=sgdt; } &
+{ $PY train.py -m $ARGS optim=adam
+  $PY train.py -m $ARGS optim=adamt; } &
 wait
-if [ "${LBT444:-0}" = 1 ]; then
-  B444="quant.bits.w=4 quant.bits.a=4 quant.bits.g=4 quant/grad=lbt seed=0"
-  { $PY train.py -m $ARGS $B444 optim=sgd
-    $PY train.py -m $ARGS $B444 $SGDT; } &
-  { $PY train.py -m $ARGS $B444 optim=adamw
-    $PY train.py -m $ARGS $B444 $ADAMT; } &
-  wait
-  $PY scripts/plot.py --name trs_fmnist --bits 4/4/4
-fi
 $PY scripts/table.py --name trs_fmnist
 $PY scripts/plot.py --name trs_fmnist --bits 2/2/32
