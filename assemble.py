@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from models.init_from import load_init
-from optim.trs import freeze_weight_scales
+from optim.trs import TransitionCounter, freeze_weight_scales
 from quant import QuantSpec, quant_parameters, quantize_
 from quant.lifecycle import QuantLifecycle
 from runtime import distributed, run_info
@@ -120,6 +120,9 @@ def check_learning_rates(cfg: DictConfig) -> None:
 def read_specs(cfg: DictConfig, choices: dict[str, str] | None = None) -> Specs:
     """Every value checked, before data is touched; the stored config then says what ran (`bits=8` and
     `quant=fp32` rewrite quant.bits, 32 = full precision)."""
+    if OmegaConf.select(cfg, "model.init_from") == "required":  # an experiment that starts from a trained network
+        raise ConfigError("model.init_from is required here (QAT starts from a trained full-precision network): give "
+                          "a run folder or checkpoint file, or model.init_from=null to train from scratch")
     try:
         run = RunSpec(epochs=cfg.optim.epochs, log_every=cfg.log_every, max_nonfinite_steps=cfg.max_nonfinite_steps,
                       checkpoint_every_min=cfg.checkpoint_every_min, device=str(cfg.device), amp=cfg.amp,
@@ -176,6 +179,8 @@ def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch
     schedulers = [build(cfg.optim.scheduler)(opt, steps_per_epoch=steps_per_epoch, epochs=epochs) for opt in scheduled]
     if cfg.optim.get("trs"):  # TRS drives the weights' lr instead of their LR schedule (docs/methods.md §3)
         schedulers[0] = build(cfg.optim.trs)(optimizers[0], model, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    elif cfg.get("log_transitions"):  # a plain optimizer's transition rate, as TRS logs it (docs/methods.md §3.5)
+        schedulers.append(TransitionCounter(model))
     return optimizers, schedulers, weights + intervals
 
 

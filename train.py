@@ -52,14 +52,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
         cleanup.callback(distributed.teardown, dist)
         fallbacks_before = eager_fallbacks()  # the summary lists what this run's compiled code ran eagerly, and why
         run = assemble(cfg, specs, dist)
-        try:
-            ckpt = checkpoint.load(run_dir)  # falls back to checkpoint.prev.pt when the newest is unreadable
-        except checkpoint.CheckpointError as e:
-            raise ConfigError(str(e)) from e
-        if ckpt and len(ckpt["rng"]) != dist.world:  # every rank's RNG and data shard depend on the world size
-            raise ConfigError(f"{run_dir} was checkpointed by {len(ckpt['rng'])} process(es), this run has "
-                              f"{dist.world}: resume with the same number of ranks, or choose another name=... to "
-                              f"start over")
+        ckpt = checkpoint.load(run_dir, world=dist.world)  # or checkpoint.prev.pt; CheckpointError: bad input
         state = TrainState.from_checkpoint(ckpt, dist.device)
         if ckpt:
             run.load_state_dict(ckpt)
@@ -110,9 +103,7 @@ def fit(run: Run, state: TrainState, logger, run_dir: Path, *, fresh: bool) -> N
         for opt in run.optimizers:
             opt.zero_grad(set_to_none=True)
         if spec.eval_at_start:  # model.init_from: what the loaded network scores, quantized, before any step
-            state.start = {k.replace("test/", "start/"): v for k, v in test_metrics(run).items()}
-            logger.log(state.start, step=0, epoch=0)
-            log.info("before training: " + ", ".join(f"{k}={v:.4g}" for k, v in state.start.items()))
+            evaluate(run, state, logger, start=True)
     with guard:
         while state.epoch < spec.epochs:
             train_epoch(run, state, logger, guard, save)
@@ -160,19 +151,19 @@ def log_window(run: Run, state: TrainState, logger, *, img_per_s: float) -> floa
     return mean_loss
 
 
-def test_metrics(run: Run) -> dict[str, float]:
-    """Every rank evaluates its shard (the task sums over ranks)."""
+def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> None:
+    """Every rank evaluates its shard (the task sums over ranks): test/* after an epoch, then the ranks must still
+    hold the same model; start/* before the first step."""
     run.model.eval()
     with torch.no_grad(), run.autocast:
-        return {f"test/{k}": v for k, v in run.task.evaluate(run.eval_model, run.bundle.test, run.device).items()}
-
-
-def evaluate(run: Run, state: TrainState, logger) -> None:
-    """The epoch's test metrics; then the ranks must still hold the same model."""
-    metrics = test_metrics(run)
+        metrics = {f"{'start' if start else 'test'}/{k}": v
+                   for k, v in run.task.evaluate(run.eval_model, run.bundle.test, run.device).items()}
     epoch = state.epoch
-    state.end_epoch(metrics, primary=f"test/{run.task.metric}")
     logger.log(metrics, step=state.step, epoch=epoch)
+    if start:
+        state.start = metrics
+        return log.info("before training: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    state.end_epoch(metrics, primary=f"test/{run.task.metric}")
     diverged = distributed.replica_mismatch(run.model, run.dist)
     if diverged:  # a silent divergence would make every later number wrong
         raise RuntimeError(f"ranks hold different values of {len(diverged)} tensors after epoch {epoch + 1}, e.g. "
@@ -189,9 +180,8 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
     if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,
-               **found, "metric": primary, "final": state.final, "best": state.best, "start": state.start or None,
-               "epochs": run.specs.run.epochs,
-               "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
+               **found, "metric": primary, "start": state.start or None, "final": state.final, "best": state.best,
+               "epochs": run.specs.run.epochs, "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
                "wall_time_s": round(time.perf_counter() - started, 2), "versions": run_info.versions(),
                "config": run_info.resolved(cfg)}
     if dist.is_main:
@@ -216,7 +206,7 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"error: {e}", file=sys.stderr)
         remove_empty_run_dir(cfg)
         sys.exit(2)
-    except ConfigError as e:
+    except (ConfigError, checkpoint.CheckpointError) as e:
         if multirun:  # one bad job must not stop the rest of the sweep
             record_failure(cfg, e)
             log.error(f"job failed: {e}")

@@ -42,7 +42,7 @@ def quantize_apt(x: Tensor, shift: Tensor, bits: Tensor, *, stochastic: bool = F
     limit = torch.exp2(bits - 1) - 1
     t = x / scale
     k = round_stochastic(t, noise) if stochastic else round_nearest(t)
-    return torch.minimum(torch.maximum(k, -limit - (grid == "signed")), limit) * scale
+    return torch.minimum(torch.maximum(k, -limit - (1.0 if grid == "signed" else 0.0)), limit) * scale
 
 
 def diff_bit(x: Tensor, x_hat: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ by the LBT paper (Kim et al., ECCV 2024, docs/methods.md §1.2 and §1.4):
   Weights, signed activations and gradients use it.
 - unsigned, `2^b` values in `[0, u]`, step `u / (2^b - 1)`. Activations after a ReLU use it.
 
-Weights take one of two grids (`quant.weight_grid`, docs/methods.md §1.4 and §3.6), both `-s + k * s / zero`:
+Weights take one of two grids (`quant.weight_grid`, docs/methods.md §1.4), both `-s + k * s / zero`:
 - "symmetric" (LBT's), `2^b - 1` values in `[-s, s]`: zero = 2^(b-1) - 1, so W2 is ternary {-s, 0, s};
 - "signed" (LSQ's, TRS paper Eq. 13), `2^b` values in `[-s, s - s / 2^(b-1)]`: zero = 2^(b-1), so W2 has the 4
   values {-2, -1, 0, 1} * s / 2.

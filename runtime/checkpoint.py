@@ -63,13 +63,21 @@ def _reason(err: Exception) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def load(run_dir: Path) -> dict[str, Any] | None:
+def load(run_dir: Path, *, world: int = 1) -> dict[str, Any] | None:
     """The newest readable checkpoint of `run_dir`, or None when it has none (a fresh run).
 
     A truncated or corrupt `checkpoint.pt` falls back to `checkpoint.prev.pt` with a one-line warning naming the bad
-    file; when no file can be read, raises CheckpointError naming the files to delete.
+    file; when no file can be read, raises CheckpointError naming the files to delete. A checkpoint written by
+    another number of processes than `world` is a CheckpointError too (every rank's RNG and data shard depend on it).
     """
-    run_dir = Path(run_dir)
+    state = _load_readable(Path(run_dir))
+    if state and len(state.get("rng", [None])) != world:
+        raise CheckpointError(f"{run_dir} was checkpointed by {len(state['rng'])} process(es), this run has {world}: "
+                              f"resume with the same number of ranks, or choose another name=... to start over")
+    return state
+
+
+def _load_readable(run_dir: Path) -> dict[str, Any] | None:
     newest, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
     problems = []  # (file, why) for each file that exists but cannot be read
     for path in (newest, previous):

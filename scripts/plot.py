@@ -137,7 +137,7 @@ def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str]
         ax.set(xlabel="iteration", ylabel="training loss", title=f"{model} on {data}, W/A/G {bits}")
         ax.legend(fontsize=8)
         written.append(save_figure(fig, out_dir / f"{stem}_train_loss.png"))
-        trs = {q: hs for q, hs in by_quantizer.items() if any("trs/target" in line for h in hs for line in h)}
+        trs = {q: hs for q, hs in by_quantizer.items() if any("trs/rate" in line for h in hs for line in h)}
         if trs:
             written.append(plot_transition_rates(trs, out_dir / f"{stem}_transition_rate.png",
                                                  title=f"{name}: {model} on {data}, W/A/G {bits}, mean over seeds"))
@@ -145,8 +145,10 @@ def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str]
 
 
 def plot_transition_rates(by_label: dict[str, list[list[dict]]], path: Path, *, title: str) -> Path:
-    """Figure (d): target vs measured transition rate (left), U_t (right, log scale), one colour per row label."""
-    fig, (rate_ax, u_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    """Figure (d): target vs measured transition rate, U_t (log scale) and the mean distance of the latent weights to
+    their nearest transition point (the TRS paper's Fig. 3a, 3b, 3d), one colour per row label; a plain optimizer's
+    run (log_transitions=true) has no target and plots its lr as U_t."""
+    fig, (rate_ax, u_ax, d_ax) = plt.subplots(1, 3, figsize=(15, 3.4), layout="constrained")
     for i, (label, histories) in enumerate(sorted(by_label.items())):
         colour = f"C{i}"
         rate_ax.plot(*mean_curve(histories, "trs/target"), color=colour, linestyle="--", linewidth=1.2,
@@ -155,9 +157,12 @@ def plot_transition_rates(by_label: dict[str, list[list[dict]]], path: Path, *, 
                      label=f"{label}: measured K_t")
         rate_ax.plot(*mean_curve(histories, "trs/rate"), color=colour, linewidth=0.6, alpha=0.5,
                      label=f"{label}: measured k_t")
-        u_ax.plot(*mean_curve(histories, "trs/U"), color=colour, linewidth=1.2, label=label)
+        u_key = "trs/U" if any("trs/U" in line for h in histories for line in h) else "train/lr"
+        u_ax.plot(*mean_curve(histories, u_key), color=colour, linewidth=1.2, label=label)
+        d_ax.plot(*mean_curve(histories, "trs/distance"), color=colour, linewidth=1.2, label=label)
     rate_ax.set(xlabel="iteration", ylabel="transition rate")
-    u_ax.set(xlabel="iteration", ylabel="U_t (the optimizer's step size)", yscale="log")
+    d_ax.set(xlabel="iteration", ylabel="distance to nearest transition point (steps)")
+    u_ax.set(xlabel="iteration", ylabel="U_t (TRS) or lr (plain)", yscale="log")
     rate_ax.legend(fontsize=7)
     u_ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)

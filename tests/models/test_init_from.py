@@ -58,3 +58,16 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_naming_keys(tmp_path, fp_run
         assembled(config(tmp_path, "bad", ["quant=fp32", f"model.init_from={folder}", *overrides]))
     message = str(err.value)
     assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_a_run_from_a_folder_logs_its_start_accuracy_before_training(tmp_path, fp_run):
+    folder, source = fp_run
+    summary = train.train(config(tmp_path, "ft", ["quant=fp32", f"model.init_from={folder}"]))
+    start, before = summary["start"]["start/top1"], source["final"]["test/top1"]
+    assert abs(start - before) <= 0.5, (start, before)  # the loaded network, evaluated before the first step
+    rows = (tmp_path / "default" / "ft" / "metrics.jsonl").read_text().splitlines()
+    assert '"start/top1"' in rows[0] and '"step": 0' in rows[0]  # logged first, at step 0
+
+
+def test_a_run_from_scratch_has_no_start_evaluation(fp_run):
+    assert fp_run[1]["start"] is None

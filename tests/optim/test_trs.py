@@ -9,7 +9,7 @@ import torch.nn as nn
 from hydra import compose, initialize_config_dir
 
 import train
-from optim.trs import TransitionRateScheduler, TRSSpec, drain_transition_stats
+from optim.trs import TransitionRateScheduler, TRSSpec, drain_transition_stats, transition_distance
 from quant import QuantSpec, quantize_
 from runtime.cli import CONFIG_DIR
 
@@ -100,12 +100,42 @@ def toy_setup(seed=0, **kw):
 
 def test_with_a_constant_target_the_running_rate_settles_within_20_percent():
     target = 0.02
-    model, optimizer, trs, generator, teacher = toy_setup(lr=0.01, lambda_=target, eta=0.05, momentum=0.9)
+    model, optimizer, trs, generator, teacher = toy_setup(lr=0.01, lambda_=target, eta=0.05, momentum=0.9,
+                                                          scale_by_bits=False)
     history = run_toy(model, optimizer, trs, 1500, generator, teacher)
     assert trs.target() == pytest.approx(target, rel=1e-6)  # cosine over 1e9 steps: constant here
     settled = [k for k, _ in history[-500:]]
     mean = sum(settled) / len(settled)
     assert abs(mean - target) / target < 0.2, mean
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_the_target_starts_at_lambda_times_sqrt_of_the_weight_bits_and_decays_to_zero_by_a_cosine(bits):
+    _, trs = scheduler_for(toy_model(bits=bits), lambda_=5e-3, steps=100)
+    assert trs.target(0) == pytest.approx(5e-3 * bits ** 0.5)
+    assert trs.target(50) == pytest.approx(5e-3 * bits ** 0.5 / 2)
+    assert trs.target(100) == pytest.approx(0.0, abs=1e-12)
+    assert scheduler_for(toy_model(bits=bits), lambda_=5e-3, scale_by_bits=False)[1].target(0) == pytest.approx(5e-3)
+
+
+def test_the_running_rate_is_the_papers_plain_ema_by_default():
+    model = toy_model()
+    _, trs = scheduler_for(model, momentum=0.9)
+    trs.step()
+    with torch.no_grad():
+        model[0].weight.fill_(0.6)  # every code moves from 1 to 2
+    trs.step()
+    assert float(trs.running_rate()) == pytest.approx(0.1)  # (1 - m) * 1, not bias-corrected to 1
+
+
+@pytest.mark.parametrize("grid", ["symmetric", "signed"])
+def test_distance_to_the_nearest_transition_point_is_in_grid_steps(grid):
+    model = toy_model(bits=2)
+    model[0].wq.grid = grid  # s_W = 1: step 1 (symmetric, points at +-0.5) or 0.5 (signed, at -0.75, -0.25, 0.25)
+    w = torch.tensor([0.0, 0.45, -2.0, 0.25])
+    q = model[0].wq
+    expected = {"symmetric": [0.5, 0.05, 1.5, 0.25], "signed": [0.5, 0.4, 2.5, 0.0]}[grid]
+    assert float(transition_distance(w, q)) == pytest.approx(sum(expected) / 4)
 
 
 def test_u_never_goes_negative():
@@ -186,3 +216,23 @@ def test_a_short_sgdt_run_logs_target_measured_rate_and_u(tmp_path):
     assert all({"trs/target", "trs/rate", "trs/rate_ema", "trs/U"} <= set(r) for r in logged)
     assert any(k.startswith("TR/") for k in logged[-1])
     assert logged[-1]["train/lr"] == pytest.approx(logged[-1]["trs/U"])  # U_t is the weights' lr
+    assert 0 < logged[-1]["trs/distance"] and any(k.startswith("TD/") for k in logged[-1])
+    # s_W frozen (the paper's footnote 2), u_A trained: the intervals' Adam holds the activations' u_A only
+    ckpt = torch.load(tmp_path / "default" / "test" / "checkpoint.pt", weights_only=False)
+    scales = [k for k in ckpt["model"] if k.endswith(("wq.scale", "aq.upper"))]
+    assert len(ckpt["optimizers"][1]["param_groups"][0]["params"]) == len(scales) // 2
+
+
+def test_a_plain_sgd_run_with_log_transitions_logs_the_rate_and_distance_and_still_learns_s_w(tmp_path):
+    overrides = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
+                 "log_every=1", "progress=false", "logger.mode=disabled", "log_transitions=true", "quant.bits.w=2",
+                 "quant.bits.a=2", "quant.bits.g=32", f"results_dir={tmp_path}", "run_id=test"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        summary = train.train(compose("config", overrides=overrides))
+    assert summary["status"] == "finished"
+    rows = [json.loads(line) for line in (tmp_path / "default" / "test" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train/loss" in r][-1]
+    assert {"trs/rate", "trs/rate_ema", "trs/distance"} <= set(logged) and "trs/U" not in logged
+    ckpt = torch.load(tmp_path / "default" / "test" / "checkpoint.pt", weights_only=False)
+    scales = [k for k in ckpt["model"] if k.endswith(("wq.scale", "aq.upper"))]
+    assert len(ckpt["optimizers"][1]["param_groups"][0]["params"]) == len(scales)  # s_W and u_A both trained

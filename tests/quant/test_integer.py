@@ -65,7 +65,7 @@ EXPECTED_INT8_CHOICE = {"linear": "int8", "linear-signed": "int8", "conv1x1": "i
                         "conv3x3-depthwise": "exact", "conv3x3-narrow": "exact"}
 
 
-def run_layer(name, kernel, *, bits=8, autocast=False, channels_last=False):
+def run_layer(name, kernel, *, bits=8, autocast=False, channels_last=False, grid="symmetric"):
     """(output, dL/dX, dL/dW, dL/db, dL/du_A, dL/ds_W) of one quantized layer; the same weights, input, output
     gradient and rounding noise for every kernel."""
     make_layer, make_input = LAYERS[name]
@@ -75,7 +75,7 @@ def run_layer(name, kernel, *, bits=8, autocast=False, channels_last=False):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     model = quantize_(nn.Sequential(layer), QuantSpec(w_bits=bits, a_bits=bits, g_bits=bits, keep_first_last=False,
-                                                      kernel=kernel))
+                                                      kernel=kernel, weight_grid=grid))
     q = model[0]
     with torch.no_grad():
         model(x)  # first batch: initialise s_W and u_A
@@ -123,6 +123,22 @@ def test_exact_equals_fake_in_float32_up_to_accumulation_order(name, bits):
     for i, (u, v) in enumerate(zip(exact, fake)):
         if u is not None:
             assert close[i](u, v), f"output {i}: max diff {(u - v).abs().max().item()}"
+
+
+@pytest.mark.parametrize("bits", [2, 8])
+@pytest.mark.parametrize("name", ["linear", "linear-signed", "conv1x1-stride2", "conv3x3", "conv3x3-stride2"])
+def test_the_signed_weight_grid_gives_int8_equal_to_exact_equal_to_fake(name, bits, conv_lowering):
+    """quant.weight_grid=signed (2^b weight codes down to -2^(b-1): -128 at 8 bits, the edge of int8)."""
+    choice, int8 = run_layer(name, "int8", bits=bits, grid="signed")
+    assert choice == EXPECTED_INT8_CHOICE[name]
+    _, exact = run_layer(name, "exact", bits=bits, grid="signed")
+    assert_int8_equals_exact(int8, exact)
+    _, fake = run_layer(name, "fake", bits=bits, grid="signed")
+    for i, (u, v) in enumerate(zip(exact, fake)):  # tolerances as in the symmetric test above
+        if u is not None:
+            close = torch.allclose(u, v, rtol=1e-5, atol=1e-5 * v.abs().max().item()) if i < 4 else \
+                torch.allclose(u, v, rtol=1e-3, atol=1e-6)
+            assert close, f"output {i}: max diff {(u - v).abs().max().item()}"
 
 
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
