@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.cli import PATH_KEYS, SAME_FOLDER_KEYS
+from runtime.cli import ADDED_KEY_DEFAULTS, PATH_KEYS, SAME_FOLDER_KEYS
 
 #: the label the trainer writes for full precision, both as `quantizer` and as `bits`
 FULL_PRECISION = "fp32"
@@ -185,12 +185,12 @@ def result_config(config: Any) -> str:
         return json.dumps(config, sort_keys=True, default=str)
     data_root = config.get("data_root")
     config = _with_data_root(config, data_root if isinstance(data_root, str) else "")  # also a copy to drop keys from
-    for key in NON_RESULT_KEYS:
+    for key in (*NON_RESULT_KEYS, *ADDED_KEY_DEFAULTS):  # the latter only where they hold what their absence meant
         *parents, leaf = key.split(".")
         node = config
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (key not in ADDED_KEY_DEFAULTS or node.get(leaf) == ADDED_KEY_DEFAULTS[key]):
             node.pop(leaf, None)
     return json.dumps(config, sort_keys=True, default=str)
 

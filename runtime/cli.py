@@ -29,7 +29,11 @@ NUMBER_OR_NULL = ("checkpoint_every_min",)
 # configs; tests/runtime/test_run_identity.py keeps the three lists equal. A sweep over one of them is refused.
 PATH_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root")  # they place the folder instead
 SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger.mode", "logger.project",
-                    "logger.entity", "data.num_workers", "hydra.launcher.n_jobs", "checkpoint_every_min")
+                    "logger.entity", "data.num_workers", "hydra.launcher.n_jobs", "checkpoint_every_min",
+                    "log_transitions")
+# Keys added after run folders were written with configs that lack them, and the value those runs used: an absent
+# key equals this (the resume check, the table's rerun pooling). Keys whose old behaviour is null need no entry.
+ADDED_KEY_DEFAULTS = {"quant.weight_grid": "symmetric"}
 INT_OR_NULL = ("bits", "threads", "quant.bits.w", "quant.bits.a", "quant.bits.g", "data.train_subset",
                "data.train_limit", "data.test_limit")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runtime.cli import SAME_FOLDER_KEYS, flatten
+from runtime.cli import ADDED_KEY_DEFAULTS, SAME_FOLDER_KEYS, flatten
 
 CONFIG_NAME = "config.yaml"
 # Keys (and whole subtrees) that do not change what a run computes: the settings that do not name the run folder
@@ -33,8 +33,10 @@ def changed_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths whose values differ (or exist on one side only), sorted, leaving out IGNORED keys."""
     old, new = flatten(stored), flatten(current)
     # A key that one side lacks and the other holds as null is equal: a setting added later whose default (null)
-    # is "off" (model.init_from) must not refuse the folders written before it existed.
-    return sorted(k for k in old.keys() | new.keys() if not _ignored(k) and old.get(k) != new.get(k))
+    # is "off" (model.init_from) must not refuse the folders written before it existed; nor one that held another
+    # value before it could be set (runtime.cli.ADDED_KEY_DEFAULTS).
+    return sorted(k for k in old.keys() | new.keys() if not _ignored(k)
+                  and old.get(k, ADDED_KEY_DEFAULTS.get(k)) != new.get(k, ADDED_KEY_DEFAULTS.get(k)))
 
 
 def _short(value: Any) -> str:

@@ -69,3 +69,15 @@ def test_a_key_added_later_with_a_null_default_still_resumes_older_folders(tmp_p
     assert check_resume_config(tmp_path, resolved()) is None
     error = check_resume_config(tmp_path, resolved(["model.init_from=/some/run"]))
     assert error is not None and "model.init_from added" in error
+
+
+def test_older_folders_without_the_weight_grid_or_log_transitions_resume_as_what_they_ran(tmp_path):
+    """quant.weight_grid came later; the older runs used the symmetric grid (runtime.cli.ADDED_KEY_DEFAULTS), and
+    log_transitions changes no result."""
+    old = resolved()
+    del old["quant"]["weight_grid"], old["log_transitions"]
+    store(tmp_path, old)
+    assert check_resume_config(tmp_path, resolved()) is None
+    assert check_resume_config(tmp_path, resolved(["log_transitions=true"])) is None
+    error = check_resume_config(tmp_path, resolved(["quant.weight_grid=signed"]))
+    assert error is not None and "quant.weight_grid" in error
