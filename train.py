@@ -107,7 +107,9 @@ def fit(run: Run, state: TrainState, logger, run_dir: Path, *, fresh: bool) -> N
     with guard:
         while state.epoch < spec.epochs:
             train_epoch(run, state, logger, guard, save)
-            evaluate(run, state, logger)
+            if evaluate(run, state, logger) and dist.is_main:  # a new best epoch: keep its model (best.pt)
+                checkpoint.save_best(run_dir, run.model.state_dict(), metrics=state.best, epoch=state.epoch,
+                                     step=state.step)
             save()
 
 
@@ -151,9 +153,9 @@ def log_window(run: Run, state: TrainState, logger, *, img_per_s: float) -> floa
     return mean_loss
 
 
-def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> None:
+def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> bool:
     """Every rank evaluates its shard (the task sums over ranks): test/* after an epoch, then the ranks must still
-    hold the same model; start/* before the first step."""
+    hold the same model (True: the best epoch so far); start/* before the first step."""
     run.model.eval()
     with torch.no_grad(), run.autocast:
         metrics = {f"{'start' if start else 'test'}/{k}": v
@@ -162,13 +164,15 @@ def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> Non
     logger.log(metrics, step=state.step, epoch=epoch)
     if start:
         state.start = metrics
-        return log.info("before training: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    state.end_epoch(metrics, primary=f"test/{run.task.metric}")
+        log.info("before training: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return False
+    improved = state.end_epoch(metrics, primary=f"test/{run.task.metric}")
     diverged = distributed.replica_mismatch(run.model, run.dist)
     if diverged:  # a silent divergence would make every later number wrong
         raise RuntimeError(f"ranks hold different values of {len(diverged)} tensors after epoch {epoch + 1}, e.g. "
                            f"{', '.join(diverged[:3])}")
     log.info(f"epoch {epoch + 1}/{run.specs.run.epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return improved
 
 
 def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: list[str], fallbacks_before,
@@ -181,7 +185,7 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,
                **found, "metric": primary, "start": state.start or None, "final": state.final, "best": state.best,
-               "epochs": run.specs.run.epochs, "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
+               "best_epoch": state.best_epoch, "best_checkpoint": checkpoint.BEST_NAME, "epochs": run.specs.run.epochs, "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
                "wall_time_s": round(time.perf_counter() - started, 2), "versions": run_info.versions(),
                "config": run_info.resolved(cfg)}
     if dist.is_main:
@@ -198,18 +202,14 @@ def main(cfg: DictConfig) -> dict | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         return train(cfg, dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task))
-    except (RunFolderRefused, RunInUseError) as e:  # the folder is not ours to write a failure into
-        if multirun:
-            log.error(f"job refused: {e}")
-            mark_refused(Path(cfg.run_dir))  # the sweep counts it as failed, not as the folder's earlier run
-            return None
-        print(f"error: {e}", file=sys.stderr)
-        remove_empty_run_dir(cfg)
-        sys.exit(2)
-    except (ConfigError, checkpoint.CheckpointError) as e:
-        if multirun:  # one bad job must not stop the rest of the sweep
-            record_failure(cfg, e)
-            log.error(f"job failed: {e}")
+    except (RunFolderRefused, RunInUseError, ConfigError, checkpoint.CheckpointError) as e:
+        refused = isinstance(e, (RunFolderRefused, RunInUseError))  # the folder is not ours to write a failure into
+        if multirun:  # one bad job must not stop the rest of the sweep; it counts as failed
+            if refused:
+                mark_refused(Path(cfg.run_dir))  # not as the folder's earlier run
+            else:
+                record_failure(cfg, e)
+            log.error(f"job {'refused' if refused else 'failed'}: {e}")
             return None
         print(f"error: {e}", file=sys.stderr)  # a rejected command leaves no file and no folder, train.log included
         remove_empty_run_dir(cfg)

@@ -18,6 +18,7 @@ from runtime import atomic
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint.prev.pt"
+BEST_NAME = "best.pt"  # the best epoch's model (save_best)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ def save(run_dir: Path, **state: Any) -> None:
     """
     run_dir = Path(run_dir)
     atomic.torch_save(run_dir / CHECKPOINT_NAME, {"rng": rng_state(), **state}, previous=run_dir / PREVIOUS_NAME)
+
+
+def save_best(run_dir: Path, model_state: dict, *, metrics: dict[str, float], epoch: int, step: int) -> None:
+    """Write `run_dir/best.pt` atomically: the model's state_dict (weights and quantizer state) of the best epoch
+    so far, with its metrics, 1-based epoch and step; `model.init_from` and eval.py read it."""
+    atomic.torch_save(Path(run_dir) / BEST_NAME, {"model": model_state, "metrics": metrics, "epoch": epoch,
+                                                  "step": step})
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ class TrainState:
     best: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     start: dict[str, float] = field(default_factory=dict)  # the evaluation before the first step (eval_at_start)
+    best_epoch: int | None = None  # 1-based epoch of `best` (its model: best.pt)
     window_steps: int = 0  # steps since the last logging step
     loss_sum: torch.Tensor = None  # summed loss of the window's steps
     skipped: torch.Tensor = None  # steps skipped for non-finite gradients, in total
@@ -44,16 +45,19 @@ class TrainState:
         self.window_steps = 0
         return mean_loss, skipped, in_row
 
-    def end_epoch(self, metrics: dict[str, float], primary: str) -> None:
+    def end_epoch(self, metrics: dict[str, float], primary: str) -> bool:
+        """Close the epoch with its test metrics; True when they are the best so far (the caller keeps the model)."""
         self.final = dict(metrics)
-        if not self.best or self.final[primary] > self.best[primary]:
-            self.best = dict(self.final)
+        improved = not self.best or self.final[primary] > self.best[primary]
+        if improved:
+            self.best, self.best_epoch = dict(self.final), self.epoch + 1
         self.epoch, self.batch = self.epoch + 1, 0
+        return improved
 
     def checkpoint_fields(self) -> dict[str, Any]:
         """The checkpoint's keys for this state (the format train.py has always written: old checkpoints resume)."""
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "best": self.best, "final": self.final,
-                "start": self.start,
+                "start": self.start, "best_epoch": self.best_epoch,
                 "accumulators": {"loss_sum": float(self.loss_sum), "window_steps": self.window_steps,
                                  "skipped": float(self.skipped), "in_row": float(self.in_row)}}
 
@@ -63,5 +67,6 @@ class TrainState:
             return cls(device=device)
         acc = ckpt["accumulators"]
         return cls(device=device, epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"], best=ckpt["best"],
-                   final=ckpt["final"], start=ckpt.get("start", {}), window_steps=acc["window_steps"], loss_sum=acc["loss_sum"],
+                   final=ckpt["final"], start=ckpt.get("start", {}),
+                   best_epoch=ckpt.get("best_epoch"), window_steps=acc["window_steps"], loss_sum=acc["loss_sum"],
                    skipped=acc["skipped"], in_row=acc["in_row"])
