@@ -2,7 +2,8 @@
 # Reproduce results/trs_fmnist/ (docs/methods.md §3, README "TRS"): first the full-precision ResNet-20 that every run
 # starts from (experiment=fmnist_fp_pretrain), then QAT at W2A2 on the signed 4-level weight grid with FP gradients:
 # SGD vs SGDT and Adam vs AdamT, seeds 0-2, 4 epochs each; then the table and the figures (target vs running
-# transition rate, U_t, distance of the latent weights to the nearest transition point). The SGD and the Adam family
+# transition rate, U_t, distance of the latent weights to the nearest transition point) and dynamics.md (accuracy
+# before/after, the transition statistics early and late: scripts/trs_report.py). The SGD and the Adam family
 # run side by side, one thread each (about 80 minutes on 2 cores). Re-running skips finished runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +18,4 @@ ARGS="experiment=trs_fmnist progress=false threads=1 seed=$SEEDS"
 wait
 $PY scripts/table.py --name trs_fmnist
 $PY scripts/plot.py --name trs_fmnist --bits 2/2/32
+$PY scripts/trs_report.py --name trs_fmnist --out results/trs_fmnist/dynamics.md
