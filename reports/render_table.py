@@ -102,10 +102,11 @@ def render_csv(table: ResultTable) -> str:
     return buf.getvalue()
 
 
-def write_table(table: ResultTable, out: str | Path) -> tuple[Path, Path]:
-    """Write `<out>.md` and `<out>.csv` atomically; returns their paths."""
+def write_table(table: ResultTable, out: str | Path, *, command: str | None = None) -> tuple[Path, Path]:
+    """Write `<out>.md` (headed by `command`, the one that made the runs, when given) and `<out>.csv` atomically;
+    returns their paths."""
     out = Path(out)
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    atomic.write_text(md, render_markdown(table))
+    atomic.write_text(md, (f"Made by: `{command}`\n\n" if command else "") + render_markdown(table))
     atomic.write_text(csv_path, render_csv(table))
     return md, csv_path

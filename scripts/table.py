@@ -1,6 +1,6 @@
 """Results table from run folders: final and best metric, mean ± std over seeds, model x quantizer by W/A/G bits.
 
-    python scripts/table.py [--root results] [--name NAME] [--task TASK] [--out results/<name>/table]
+    python scripts/table.py [--root results] [--name NAME] [--task TASK] [--out results/<name>/table] [--command C]
 
 writes <out>.md and <out>.csv (long format: one line per cell) and prints the Markdown. The table itself is built
 by reports.results_table (also used by the sweep callback); this file is only the command line.
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", help="only this task (classification, super_resolution, detection, ...)")
     parser.add_argument("--out", help="output stem: writes OUT.md and OUT.csv (default <root>/<name>/table, "
                                       "or <root>/table without --name)")
+    parser.add_argument("--command", help="the command that made the runs, written at the top of OUT.md")
     args = parser.parse_args(argv)
     try:
         table = build_table(args.root, args.name, task=args.task)
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.root) / (args.name or "") / "table"
-    md, csv_path = write_table(table, out)
+    md, csv_path = write_table(table, out, command=args.command)
     print(render_markdown(table))
     print(f"wrote {md} and {csv_path}")
     return 0

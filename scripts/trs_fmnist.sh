@@ -16,7 +16,7 @@ ARGS="experiment=trs_fmnist progress=false threads=1 seed=$SEEDS"
 { $PY train.py -m $ARGS optim=adam
   $PY train.py -m $ARGS optim=adamt; } &
 wait
-$PY scripts/table.py --name trs_fmnist
+$PY scripts/table.py --name trs_fmnist --command "bash scripts/trs_fmnist.sh"
 $PY scripts/plot.py --name trs_fmnist --bits 2/2/32
 $PY scripts/trs_report.py --name trs_fmnist --out results/trs_fmnist/dynamics.md
 # The controller's gain at 10x eta = U_0 (name=trs_fmnist_gain10): does a faster U_t follow the target in a run
@@ -26,6 +26,7 @@ if [ "${GAIN10:-1}" = 1 ]; then
   $PY train.py -m $G optim=sgdt optim.trs.eta=1.0 &
   $PY train.py -m $G optim=adamt optim.trs.eta=0.01 &
   wait
+  $PY scripts/table.py --name trs_fmnist_gain10 --command "bash scripts/trs_fmnist.sh"
   $PY scripts/plot.py --name trs_fmnist_gain10 --bits 2/2/32
   $PY scripts/trs_report.py --name trs_fmnist_gain10 --out results/trs_fmnist_gain10/dynamics.md
 fi

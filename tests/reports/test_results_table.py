@@ -73,6 +73,8 @@ def test_cli_writes_markdown_and_csv(results_root, best_values, tmp_path, capsys
         assert int(row["n"]) == len(values)
     assert not list((tmp_path / "report").glob("*.tmp")), "atomic write left a temp file"
     assert "wrote" in capsys.readouterr().out
+    assert main(["--root", str(root), "--name", "fmnist_table", "--out", str(out), "--command", "bash x.sh"]) == 0
+    assert (tmp_path / "report" / "table.md").read_text() == "Made by: `bash x.sh`\n\n" + md  # the command heads it
 
 
 @pytest.mark.parametrize("args", [["--root", "{tmp}/missing"], ["--root", "{root}", "--name", "nope"],
