@@ -26,7 +26,8 @@ from quant.lifecycle import QuantLifecycle
 from runtime import distributed, run_info
 from runtime.compile import compile_model
 from runtime.extras import MissingExtra
-from runtime.run_logger import WandbSpec
+from runtime.dashboards import TensorBoardSpec
+from runtime.run_logger import LoggerSpec, WandbSpec
 from search.nce import NullSearch
 from search.supernet import architecture_parameters
 
@@ -70,7 +71,7 @@ class Specs:
     run: RunSpec
     quant: QuantSpec
     labels: dict[str, Any]  # task, model, data, quantizer, bits, optim, seed: the table's and W&B's labels
-    wandb: WandbSpec
+    logger: LoggerSpec
 
 
 def build(node: DictConfig, **kwargs):
@@ -135,12 +136,24 @@ def read_specs(cfg: DictConfig, choices: dict[str, str] | None = None) -> Specs:
             cfg.quant.bits = {role: getattr(qspec, f"{role}_bits") or 32 for role in ("w", "a", "g")}
         bits = run_info.bits_label(qspec.w_bits, qspec.a_bits, qspec.g_bits, adaptive=qspec.precision)
         labels = {**run_info.run_labels(cfg, choices or {}, bits=bits), "seed": cfg.seed}
-        wandb = WandbSpec(mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                          group=cfg.logger.group, job_type=f"{labels['quantizer']}-{bits}",
-                          tags=(labels["model"], labels["data"], labels["quantizer"], bits, *cfg.logger.tags))
+        logger = build_logger_spec(cfg, labels)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    return Specs(run=run, quant=qspec, labels=labels, wandb=wandb)
+    return Specs(run=run, quant=qspec, labels=labels, logger=logger)
+
+
+def build_logger_spec(cfg: DictConfig, labels: dict[str, Any]) -> LoggerSpec:
+    """The dashboards `logger=` selected (configs/logger: each present node is one); W&B's job type and tags name
+    the quantizer and bits, so runs group and filter by them."""
+    wandb, tensorboard = OmegaConf.select(cfg, "logger.wandb"), OmegaConf.select(cfg, "logger.tensorboard")
+    bits = labels["bits"]
+    return LoggerSpec(
+        wandb=None if wandb is None else WandbSpec(
+            mode=wandb.mode, project=wandb.project, entity=wandb.entity, group=wandb.group,
+            job_type=f"{labels['quantizer']}-{bits}",
+            tags=(labels["model"], labels["data"], labels["quantizer"], bits, *wandb.tags)),
+        tensorboard=None if tensorboard is None else TensorBoardSpec(flush_secs=tensorboard.flush_secs),
+        csv=OmegaConf.select(cfg, "logger.csv") is not None)
 
 
 def step_optimizers(optimizers: list[torch.optim.Optimizer], params: list[torch.Tensor]) -> torch.Tensor:

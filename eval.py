@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from assemble import ConfigError, assemble, read_specs
+from assemble import ConfigError, Run, assemble, read_specs
 from runtime import atomic, checkpoint, distributed
 
 log = logging.getLogger("eval")
@@ -47,7 +47,7 @@ def _arguments(argv: list[str]) -> tuple[Path, str, list[str]]:
 
 def _config(run_dir: Path, overrides: list[str]):
     """The run's stored config with the overrides merged in; the model is built bare (its weights come from the
-    checkpoint), uncompiled, without W&B."""
+    checkpoint), uncompiled, without dashboards."""
     stored = run_dir / "config.yaml"
     if not stored.is_file():
         raise ConfigError(f"{run_dir} has no config.yaml: use a run folder written by train.py")
@@ -61,14 +61,13 @@ def _config(run_dir: Path, overrides: list[str]):
             raise ConfigError(f"{item}: the run's config has no key {key}")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     with open_dict(cfg):
-        cfg.model.init_from, cfg.compile, cfg.logger.mode, cfg.progress = None, False, "disabled", False
+        cfg.model.init_from, cfg.compile, cfg.logger, cfg.progress = None, False, {}, False
     return cfg
 
 
-def evaluate_run(run_dir: str | Path, ckpt: str = "last", overrides: list[str] | None = None) -> dict:
-    """The test metrics of `run_dir`'s checkpoint `ckpt` under its stored config (plus `overrides`), written to
-    `<run_dir>/eval_<ckpt>.json`; the returned dict is what that file holds."""
-    run_dir, overrides = Path(run_dir), list(overrides or [])
+def load_run(run_dir: Path, ckpt: str, overrides: list[str]) -> tuple[Run, dict, Path]:
+    """(the run assembled from its stored config plus `overrides`, with the checkpoint's model loaded and in eval
+    mode; the checkpoint; its file). ConfigError: no such checkpoint, or one that does not fit the model."""
     file = run_dir / CHECKPOINTS[ckpt]
     if not file.is_file():
         why = "train until an epoch ends" if ckpt == "last" else \
@@ -87,6 +86,14 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "last", overrides: list[str] |
         raise ConfigError(f"{file} does not fit the configured {type(run.model).__name__}: "
                           f"missing {missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})")
     run.model.eval()
+    return run, state, file
+
+
+def evaluate_run(run_dir: str | Path, ckpt: str = "last", overrides: list[str] | None = None) -> dict:
+    """The test metrics of `run_dir`'s checkpoint `ckpt` under its stored config (plus `overrides`), written to
+    `<run_dir>/eval_<ckpt>.json`; the returned dict is what that file holds."""
+    run_dir, overrides = Path(run_dir), list(overrides or [])
+    run, state, file = load_run(run_dir, ckpt, overrides)
     with torch.no_grad():
         metrics = {f"test/{k}": v for k, v in run.task.evaluate(run.model, run.bundle.test, run.device).items()}
     result = {"run": str(run_dir), "checkpoint": file.name, "epoch": state.get("epoch"), "overrides": overrides,

@@ -63,7 +63,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
             atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             atomic.write_json(run_dir / "summary.json", {"status": "running", "error": None, "name": cfg.name,
                                                          "run_id": run_dir.name, **specs.labels})
-            logger = RunLogger(run_dir, specs.wandb, run_name=f"{cfg.name}/{run_dir.name}",
+            logger = RunLogger(run_dir, specs.logger, run_name=f"{cfg.name}/{run_dir.name}",
                                config=run_info.resolved(cfg), wandb_id=ckpt.get("wandb_id") if ckpt else None,
                                resume_step=state.step if ckpt else -1)
         else:

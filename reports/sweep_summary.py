@@ -89,7 +89,8 @@ class SweepSummary(Callback):
     after a sweep in which some job failed.
 
     The W&B run has job_type "sweep-summary" and group = the experiment name (so it sits beside the sweep's
-    runs); its mode, project and entity are the sweep's `logger.mode/project/entity`; mode "disabled" skips W&B.
+    runs); its mode, project and entity are the sweep's `logger.wandb.mode/project/entity`; a sweep without the W&B
+    logger, or with mode "disabled", skips W&B.
     """
 
     def __init__(self, *, filename: str = "table") -> None:
@@ -128,7 +129,7 @@ class SweepSummary(Callback):
     def _summarize(self, config: DictConfig, sweep_dir: Path, name: str) -> Path:
         table = build_table(sweep_dir)
         md, _ = write_table(table, sweep_dir / self.filename)
-        mode = str(OmegaConf.select(config, "logger.mode", default="disabled"))
+        mode = str(OmegaConf.select(config, "logger.wandb.mode", default="disabled"))
         if mode != "disabled":
             try:
                 self._log_wandb(table, sweep_dir, name, mode, count_statuses(table), config)
@@ -141,8 +142,8 @@ class SweepSummary(Callback):
                    config: DictConfig) -> None:
         import wandb  # only when logging: keeps `--cfg` / disabled sweeps free of W&B start-up
 
-        run = wandb.init(project=OmegaConf.select(config, "logger.project", default=None),
-                         entity=OmegaConf.select(config, "logger.entity", default=None),
+        run = wandb.init(project=OmegaConf.select(config, "logger.wandb.project", default=None),
+                         entity=OmegaConf.select(config, "logger.wandb.entity", default=None),
                          group=name, job_type="sweep-summary", name=f"{name}-summary", mode=mode,
                          dir=str(sweep_dir), config={"sweep_dir": str(sweep_dir), **counts})
         try:

@@ -28,9 +28,9 @@ NUMBER_OR_NULL = ("checkpoint_every_min",)
 # configs/config.yaml leaves them out of the run folder's name and runtime/resume_guard ignores them when it compares
 # configs; tests/runtime/test_run_identity.py keeps the three lists equal. A sweep over one of them is refused.
 PATH_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root")  # they place the folder instead
-SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger.mode", "logger.project",
-                    "logger.entity", "data.num_workers", "hydra.launcher.n_jobs", "checkpoint_every_min",
-                    "log_transitions")
+SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger", "logger.wandb.mode",
+                    "logger.wandb.project", "logger.wandb.entity", "data.num_workers", "hydra.launcher.n_jobs",
+                    "checkpoint_every_min", "log_transitions")
 # Keys added after run folders were written with configs that lack them, and the value those runs used: an absent
 # key equals this (the resume check, the table's rerun pooling). Keys whose old behaviour is null need no entry.
 ADDED_KEY_DEFAULTS = {"quant.weight_grid": "symmetric"}
@@ -92,9 +92,11 @@ def _group_choices(override, group: str) -> tuple[list[str], str | None]:
                         f"choose from {', '.join(choices)}")
         return selected, None
     selected = [str(v) if v is not None else "null" for v, _ in _values(override)]
-    for choice in selected:
-        if choice not in choices and choice != "null":
-            return [], f"{group}={choice} is not a config in configs/{group}/: choose one of {', '.join(choices)}"
+    for value, typed in _values(override):  # a list selects several configs at once (logger=[wandb,tensorboard])
+        for choice in value if isinstance(value, list) else [value]:
+            if choice is not None and choice not in choices:
+                where = f"{group}={typed}: {choice}" if isinstance(value, list) else f"{group}={choice}"
+                return [], f"{where} is not a config in configs/{group}/: choose one of {', '.join(choices)}"
     return selected, None
 
 

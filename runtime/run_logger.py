@@ -1,7 +1,8 @@
-"""The one place metrics leave the trainer: a local JSONL file and Weights & Biases.
+"""The one place metrics leave the trainer: a local JSONL file (always), W&B, TensorBoard and CSV (`logger=`).
 
-Layers and tasks never log; the trainer hands one flat dict per logging step to `RunLogger.log`.
-W&B is offline by default (no account, no network needed; `wandb sync` uploads later, see SYNC_COMMAND), `online`
+Layers and tasks never log; the trainer hands one flat dict per logging step to `RunLogger.log`, which appends it to
+`metrics.jsonl` and passes it to the dashboards the config selects (LoggerSpec; TensorBoard and CSV are
+runtime.dashboards). W&B is offline by default (no account, no network needed; `wandb sync` uploads later, see SYNC_COMMAND), `online`
 by one override, `disabled` in tests. Every key is plotted against `trainer/step`, so per-layer gradient-error
 curves of different runs (quantizers) overlay on the same axis, and a resumed run may re-log steps it had
 logged before it was killed.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import atomic
+from runtime.dashboards import CSV_NAME, TensorBoardSink, TensorBoardSpec, write_csv
 
 STEP_KEY = "trainer/step"
 MODES = ("offline", "online", "disabled")
@@ -57,16 +59,25 @@ class WandbSpec:
             raise ValueError(f"logger.mode={self.mode!r} is invalid: use one of {', '.join(MODES)}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoggerSpec:
+    """The dashboards of a run (configs/logger): None / False where one is not selected. metrics.jsonl is always on."""
+    wandb: WandbSpec | None = None
+    tensorboard: TensorBoardSpec | None = None
+    csv: bool = False
+
+
 @dataclass
 class RunLogger:
     run_dir: Path
-    wandb_spec: WandbSpec
+    spec: LoggerSpec
     run_name: str
     config: dict[str, Any]
     wandb_id: str | None = None  # an id from a checkpoint; otherwise the one in wandb_run.json, otherwise a new one
     resume_step: int = -1  # lines logged after this step (by a killed run) are dropped
     _wandb: Any = field(default=None, init=False)
     _step_offset: int = field(default=0, init=False)  # W&B step = trainer step + this
+    _tensorboard: TensorBoardSink | None = field(default=None, init=False)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -74,9 +85,11 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         last_logged = self._truncate_after(self.resume_step)
         self._file = self.metrics_path.open("a")
-        if self.wandb_spec.mode != "disabled":
+        if self.spec.wandb is not None and self.spec.wandb.mode != "disabled":
             self._continue_wandb_state(last_logged)
             self._start_wandb()
+        if self.spec.tensorboard is not None:
+            self._tensorboard = TensorBoardSink(self.run_dir, self.spec.tensorboard, self.resume_step)
 
     def _truncate_after(self, step: int) -> int | None:
         """Drop the lines a killed run logged past its last checkpoint (they will be logged again).
@@ -118,7 +131,7 @@ class RunLogger:
     def _start_wandb(self) -> None:
         import wandb  # imported here: tests and `disabled` runs never pay for it
 
-        spec = self.wandb_spec
+        spec = self.spec.wandb
         self._wandb = wandb.init(
             project=spec.project, entity=spec.entity, group=spec.group, job_type=spec.job_type,
             tags=list(spec.tags), name=self.run_name, config=self.config, dir=str(self.run_dir),
@@ -133,6 +146,8 @@ class RunLogger:
         self._file.flush()
         if self._wandb is not None:
             self._wandb.log({STEP_KEY: step, **metrics}, step=step + self._step_offset)
+        if self._tensorboard is not None:
+            self._tensorboard.log(metrics, step)
 
     def summary(self, summary: dict[str, Any]) -> None:
         if self._wandb is not None:
@@ -140,9 +155,12 @@ class RunLogger:
                 self._wandb.summary[key] = value
             for key, value in summary.get("best", {}).items():
                 self._wandb.summary[f"best/{key}"] = value
+        if self._tensorboard is not None:
+            self._tensorboard.summary(summary)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the JSONL file and the W&B run, and return only once the W&B run's file is complete on disk.
+        """Close the JSONL file, write metrics.csv (logger=csv), close the TensorBoard writer and the W&B run, and
+        return only once the W&B run's file is complete on disk.
 
         `run.finish()` alone returns before wandb's service has written the run's last records (tried offline: in
         3 of 25 runs the `.wandb` file had no history and no exit record yet), so a process killed right after, or
@@ -150,6 +168,11 @@ class RunLogger:
         service to flush and stop; the next `wandb.init` in this process starts a new one (about a second).
         """
         self._file.close()
+        if self.spec.csv:
+            write_csv(self.metrics_path, self.run_dir / CSV_NAME)
+        if self._tensorboard is not None:
+            self._tensorboard.finish()
+            self._tensorboard = None
         if self._wandb is not None:
             import wandb
 
@@ -159,7 +182,7 @@ class RunLogger:
 
 
 class NullLogger:
-    """The logger of ranks > 0 under DDP: rank 0 alone writes metrics.jsonl and W&B."""
+    """The logger of ranks > 0 under DDP: rank 0 alone writes metrics.jsonl and the dashboards."""
 
     wandb_id = None
 

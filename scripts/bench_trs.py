@@ -39,7 +39,7 @@ class Variant:
         # compile=true: the compiled step model is assemble's own, as in a compiled run (every variant is compiled);
         # 10**4 one-batch epochs: the schedules span 10**4 steps, flat over the timed ones
         self.run, self.batch = build_run([f"optim={name}", f"quant.bits.w={w}", f"quant.bits.a={a}",
-                                          f"quant.bits.g={g}", "logger.mode=disabled", "optim.epochs=10000"],
+                                          f"quant.bits.g={g}", "logger.wandb.mode=disabled", "optim.epochs=10000"],
                                          batch_size=batch_size, image_size=32, device=str(device), compile=True)
 
     def step(self) -> None:

@@ -80,7 +80,7 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "zero max_nonfinite_steps": (["max_nonfinite_steps=0"], "max_nonfinite_steps=0", None),
     "negative checkpoint interval": (["checkpoint_every_min=-1"], "checkpoint_every_min=-1", None),
     "unknown device": (["device=tpu"], "device=tpu", None),
-    "unknown W&B mode": (["logger.mode=sometimes"], "sometimes", None),
+    "unknown W&B mode": (["logger.wandb.mode=sometimes"], "sometimes", None),
     "keep_fp as a string": (["quant.keep_fp=layer1*"], "quant.keep_fp", None),
     "keep_fp keeps every layer": (["quant.keep_fp=[*]"], "no layer was quantized", None),
     "keep_first_last not a bool": (["quant.keep_first_last=maybe"], "quant.keep_first_last=maybe", None),

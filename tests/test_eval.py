@@ -13,7 +13,7 @@ from models.resnet_cifar import resnet20
 from runtime.cli import CONFIG_DIR
 
 TINY = ["data=synthetic", "data.num_train=64", "data.num_test=64", "data.batch_size=32", "optim.epochs=3",
-        "progress=false", "logger.mode=disabled", "bits=4", "optim.optimizer.lr=0.5"]
+        "progress=false", "logger.wandb.mode=disabled", "bits=4", "optim.optimizer.lr=0.5"]
 
 
 @pytest.fixture(scope="module")

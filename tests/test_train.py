@@ -22,7 +22,7 @@ from runtime.cli import CONFIG_DIR, config_choices
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny classification run: 64 synthetic 16x16 images, batch 32 -> 2 steps per epoch.
 TINY = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-        "log_every=1", "progress=false", "logger.mode=disabled"]
+        "log_every=1", "progress=false", "logger.wandb.mode=disabled"]
 
 
 def compose_cfg(tmp_path, overrides):

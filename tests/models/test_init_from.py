@@ -9,7 +9,7 @@ from runtime.cli import CONFIG_DIR
 from runtime.distributed import Dist
 
 TINY = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-        "log_every=1", "progress=false", "logger.mode=disabled", "device=cpu"]
+        "log_every=1", "progress=false", "logger.wandb.mode=disabled", "device=cpu"]
 
 
 def config(tmp_path, run_id, overrides):

@@ -205,7 +205,7 @@ def test_a_trs_step_has_no_host_sync(optimizer_class):
 
 def test_a_short_sgdt_run_logs_target_measured_rate_and_u(tmp_path):
     overrides = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-                 "log_every=1", "progress=false", "logger.mode=disabled", "optim=sgdt", "quant.bits.w=2",
+                 "log_every=1", "progress=false", "logger.wandb.mode=disabled", "optim=sgdt", "quant.bits.w=2",
                  "quant.bits.a=2", "quant.bits.g=32", f"results_dir={tmp_path}", "run_id=test"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -225,7 +225,7 @@ def test_a_short_sgdt_run_logs_target_measured_rate_and_u(tmp_path):
 
 def test_a_plain_sgd_run_with_log_transitions_logs_the_rate_and_distance_and_still_learns_s_w(tmp_path):
     overrides = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-                 "log_every=1", "progress=false", "logger.mode=disabled", "log_transitions=true", "quant.bits.w=2",
+                 "log_every=1", "progress=false", "logger.wandb.mode=disabled", "log_transitions=true", "quant.bits.w=2",
                  "quant.bits.a=2", "quant.bits.g=32", f"results_dir={tmp_path}", "run_id=test"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         summary = train.train(compose("config", overrides=overrides))

@@ -64,7 +64,7 @@ def test_a_bad_grid_is_one_line_naming_the_key():
 @pytest.mark.parametrize("grid, values", [("symmetric", 3), ("signed", 4)])
 def test_a_training_run_on_each_grid_has_that_many_weight_values_per_layer(tmp_path, grid, values):
     overrides = ["data=synthetic", "data.num_train=64", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-                 "progress=false", "logger.mode=disabled", "quant.bits.w=2", "quant.bits.a=4", "quant.bits.g=32",
+                 "progress=false", "logger.wandb.mode=disabled", "quant.bits.w=2", "quant.bits.a=4", "quant.bits.g=32",
                  f"quant.weight_grid={grid}", f"results_dir={tmp_path}", "run_id=test"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)

@@ -34,11 +34,12 @@ def test_plain_keys_and_hydra_groups_are_left_alone():
     ["-m", "quant/grad=glob(*,exclude=m*)", "bits=4,8"],
     ["-m", "quant/grad=choice(minmax,lbt)", "model=choice(resnet20,resnet32)"],
     ["-m", "seed=range(0,3)", "optim.optimizer.lr=interval(0.01,0.1)"],
-    ["name='my run'", 'logger.tags=["a b",c]', "quant.keep_fp=[head.*,fc]"],
+    ["name='my run'", 'logger.wandb.tags=["a b",c]', "quant.keep_fp=[head.*,fc]"],
     ["--cfg", "job", "experiment=demo", "optim.epochs=1"],
     ["model=timm", "model.name=resnet18"],  # a key that only the chosen group config has
     ["threads=null", "quant.bits.w=null", "bits=32", "optim.optimizer.lr=1", "seed=${oc.env:SEED,0}"],
     ["~experiment", "++seed=3", "+new.key=1", "hydra.launcher.n_jobs=2"],
+    ["logger=[wandb,tensorboard]"], ["logger=[]"], ["logger=all", "logger.tensorboard.flush_secs=5"],
 ])
 def test_hydra_sweep_syntax_and_valid_values_pass(argv):
     assert check_overrides(argv) is None
@@ -47,6 +48,7 @@ def test_hydra_sweep_syntax_and_valid_values_pass(argv):
 @pytest.mark.parametrize("argv, expected", [
     (["-m", "model=choice(resnet20,resnet99)"], "model=resnet99 is not a config in configs/model/: choose one of"),
     (["quant/grad=glob(zz*)"], "quant/grad=glob(zz*) matches no config in configs/quant/grad/"),
+    (["logger=[wandb,tensorbord]"], "logger=[wandb,tensorbord]: tensorbord is not a config in configs/logger/"),
     (["modle=resnet20"], "did you mean model?"),
     (["quant/gard=lbt"], "quant/gard is not a config group: did you mean quant/grad?"),
     (["optim.epoch=3"], "optim.epoch is not a config key: did you mean optim.epochs?"),

@@ -34,8 +34,8 @@ def test_changed_result_keys_are_named_with_the_way_out(tmp_path):
 
 def test_settings_that_do_not_change_results_are_ignored(tmp_path):
     store(tmp_path, resolved())
-    other = resolved(["device=cpu", "compile=true", "threads=2", "progress=false", "log_every=7", "logger.mode=online",
-                      "logger.tags=[x]", "data.num_workers=4", "results_dir=/elsewhere", "data_root=/data",
+    other = resolved(["device=cpu", "compile=true", "threads=2", "progress=false", "log_every=7", "logger.wandb.mode=online",
+                      "logger.wandb.tags=[x]", "data.num_workers=4", "results_dir=/elsewhere", "data_root=/data",
                       "run_id=other", "checkpoint_every_min=10"])
     assert check_resume_config(tmp_path, other) is None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.run_logger import STATE_NAME, STEP_KEY, SYNC_COMMAND, RunLogger, WandbSpec
+from runtime.run_logger import STATE_NAME, STEP_KEY, SYNC_COMMAND, LoggerSpec, RunLogger, WandbSpec
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 def start(run_dir, **kwargs):
-    return RunLogger(run_dir, WandbSpec(mode="offline"), run_name="default/bits=4", config={"seed": 0}, **kwargs)
+    return RunLogger(run_dir, LoggerSpec(wandb=WandbSpec(mode="offline")), run_name="default/bits=4", config={"seed": 0}, **kwargs)
 
 
 def wandb_records(path):
@@ -108,7 +108,7 @@ def test_resumed_run_continues_the_same_id_with_later_wandb_steps(offline_wandb,
 def test_a_line_cut_short_by_a_kill_is_dropped(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 1, "epoch": 0}\n{"step": 2, "epoch": 0}\n{"step": 3, "ep')
-    logger = RunLogger(tmp_path, WandbSpec(mode="disabled"), run_name="x", config={}, resume_step=2)
+    logger = RunLogger(tmp_path, LoggerSpec(wandb=WandbSpec(mode="disabled")), run_name="x", config={}, resume_step=2)
     logger.finish()
     assert metrics.read_text() == '{"step": 1, "epoch": 0}\n{"step": 2, "epoch": 0}\n'
     assert not (tmp_path / STATE_NAME).exists()  # disabled: no W&B state is written

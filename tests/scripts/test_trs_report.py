@@ -7,7 +7,7 @@ from runtime.cli import CONFIG_DIR
 from scripts.trs_report import main, report
 
 TINY = ["data=synthetic", "data.num_train=96", "data.num_test=32", "data.batch_size=32", "optim.epochs=2",
-        "log_every=1", "progress=false", "logger.mode=disabled", "quant.bits.w=2", "quant.bits.a=2",
+        "log_every=1", "progress=false", "logger.wandb.mode=disabled", "quant.bits.w=2", "quant.bits.a=2",
         "quant.bits.g=32", "quant.weight_grid=signed", "name=trs", "log_transitions=true"]
 
 

@@ -21,7 +21,7 @@ from search.nce import ExpectedCost, NceSearch
 from search.supernet import WidthChoice, WidthMixture, architecture_parameters, candidate_ladder, to_supernet
 
 TINY = ["data=synthetic", "data.num_train=128", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
-        "log_every=1", "progress=false", "logger.mode=disabled"]
+        "log_every=1", "progress=false", "logger.wandb.mode=disabled"]
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 
 
