@@ -26,7 +26,7 @@ class PadShortcut(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.in_planes = stride, in_planes
         self.pad_front = (planes - in_planes) // 2
         self.pad_back = planes - in_planes - self.pad_front
 
@@ -34,9 +34,10 @@ class PadShortcut(nn.Module):
         # x[:, :, ::s, ::s] as a depthwise 1x1 convolution with unit weights (float32 even under autocast): the
         # same values, but a backward in x's memory format. The slice's backward (zeros, then a scatter) is NCHW,
         # and under torch.compile each stage's residual gradient then stayed NCHW, transposed on every read.
+        # in_planes, not x.shape[1]: a traced graph (ONNX export) then has a kernel of known shape.
         with torch.autocast(x.device.type, enabled=False):
-            ones = torch.ones(x.shape[1], 1, 1, 1, device=x.device, dtype=x.dtype)
-            x = F.conv2d(x, ones, None, self.stride, 0, 1, x.shape[1])  # (B, C_in, H/s, W/s)
+            ones = torch.ones(self.in_planes, 1, 1, 1, device=x.device, dtype=x.dtype)
+            x = F.conv2d(x, ones, None, self.stride, 0, 1, self.in_planes)  # (B, C_in, H/s, W/s)
         return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))  # (B, C_out, H/s, W/s)
 
 
