@@ -94,3 +94,18 @@ def test_cli_writes_the_manifest_and_rejects_bad_input_in_one_line(exported, cap
             cli_main(args)
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and "\n" not in err and words in err, err
+
+
+def test_an_apt_network_is_refused_in_one_line(tmp_path):
+    from assemble import assemble, read_specs
+    from quant.export import ExportError, integer_tensors
+    from runtime import distributed
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, "quant=apt", f"results_dir={tmp_path}", "run_id=run"])
+    specs = read_specs(cfg)
+    run = assemble(cfg, specs, distributed.setup("cpu"))
+    with pytest.raises(ExportError, match=r"^layer layer1.0.conv1: its weight quantizer is AptQuantizer; only the "
+                                          r"fixed-point quantizers .* are exported") as info:
+        integer_tensors(run.model)
+    assert "\n" not in str(info.value)
