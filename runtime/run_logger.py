@@ -56,7 +56,7 @@ class WandbSpec:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"logger.mode={self.mode!r} is invalid: use one of {', '.join(MODES)}")
+            raise ValueError(f"logger.wandb.mode={self.mode!r} is invalid: use one of {', '.join(MODES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
