@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,7 +55,10 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dic
     import onnx
 
     buffer, export = io.BytesIO(), qdq_model(model)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's advice on constant folding (about models in training mode; ours is in eval mode)
+        # and on strided slices it leaves unfolded: nothing for the user to act on
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         # PRESERVE (the model is in eval mode): EVAL would fold BatchNorm into the conv weights, off their grid
         torch.onnx.export(export, (example.float().cpu(),), buffer, dynamo=False, opset_version=OPSET,
                           training=torch.onnx.TrainingMode.PRESERVE,

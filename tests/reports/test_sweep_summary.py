@@ -15,7 +15,7 @@ from reports.sweep_summary import SweepSummary
 
 
 def _config(sweep_dir, mode="disabled"):
-    return OmegaConf.create({"name": "fmnist_table", "logger": {"mode": mode, "project": "lbt-tests"},
+    return OmegaConf.create({"name": "fmnist_table", "logger": {"wandb": {"mode": mode, "project": "lbt-tests"}},
                              "hydra": {"sweep": {"dir": str(sweep_dir)}}})
 
 
