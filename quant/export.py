@@ -100,12 +100,10 @@ def integer_tensors(model: nn.Module) -> tuple[dict[str, Tensor], dict]:
             tensors[f"{name}.bias"] = layer.bias.detach().float()
         manifest["layers"][name] = entry
     skip = tuple(f"{name}." for name in layers)
-    for key, value in model.state_dict().items():
+    for key, value in model.state_dict().items():  # integer buffers (BatchNorm's num_batches_tracked): not needed
         if not key.startswith(skip) and value.is_floating_point():
             tensors[key] = value.detach().float()
             manifest["float"].append(key)
-        elif not key.startswith(skip):  # BatchNorm's num_batches_tracked: not needed at inference
-            continue
     return {k: v.contiguous().cpu() for k, v in tensors.items()}, manifest
 
 

@@ -29,8 +29,8 @@ NUMBER_OR_NULL = ("checkpoint_every_min",)
 # configs; tests/runtime/test_run_identity.py keeps the three lists equal. A sweep over one of them is refused.
 PATH_KEYS = ("experiment", "name", "run_id", "run_dir", "results_dir", "data_root")  # they place the folder instead
 SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "logger", "logger.wandb.mode",
-                    "logger.wandb.project", "logger.wandb.entity", "data.num_workers", "hydra.launcher.n_jobs",
-                    "checkpoint_every_min", "log_transitions")
+                    "logger.wandb.project", "logger.wandb.entity", "logger.tensorboard.flush_secs", "data.num_workers",
+                    "hydra.launcher.n_jobs", "checkpoint_every_min", "log_transitions")
 # Keys added after run folders were written with configs that lack them, and the value those runs used: an absent
 # key equals this (the resume check, the table's rerun pooling). Keys whose old behaviour is null need no entry.
 ADDED_KEY_DEFAULTS = {"quant.weight_grid": "symmetric"}
@@ -91,7 +91,8 @@ def _group_choices(override, group: str) -> tuple[list[str], str | None]:
             return [], (f"{group}={override.get_value_string()} matches no config in configs/{group}/: "
                         f"choose from {', '.join(choices)}")
         return selected, None
-    selected = [str(v) if v is not None else "null" for v, _ in _values(override)]
+    selected = ["null" if v is None else f"[{','.join(map(str, v))}]" if isinstance(v, list) else str(v)
+                for v, _ in _values(override)]
     for value, typed in _values(override):  # a list selects several configs at once (logger=[wandb,tensorboard])
         for choice in value if isinstance(value, list) else [value]:
             if choice is not None and choice not in choices:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/tensorboard_events.py` from the checkout
 
+from reports.results import read_metrics  # noqa: E402
 from runtime.dashboards import TensorBoardSink, TensorBoardSpec  # noqa: E402
 
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -32,23 +33,16 @@ def run_folders(root: Path, select: str = "*") -> list[Path]:
 def write_events(run_dir: Path, out: Path) -> int:
     """Every row of `run_dir`/metrics.jsonl as scalars in a new event file in `out`; returns the number of rows."""
     out.mkdir(parents=True, exist_ok=True)
-    sink, rows = TensorBoardSink(out, TensorBoardSpec(), resume_step=-1), 0
+    sink, rows = TensorBoardSink(out, TensorBoardSpec(), resume_step=-1), read_metrics(run_dir)
     try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut short by a kill
-                continue
-            step = row.pop("step")
-            row.pop("epoch", None)
-            sink.log(row, step)
-            rows += 1
+        for row in rows:
+            sink.log({k: v for k, v in row.items() if k not in ("step", "epoch")}, row["step"])
         summary = run_dir / "summary.json"
         if summary.exists():
             sink.summary(json.loads(summary.read_text()))
     finally:
         sink.finish()
-    return rows
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

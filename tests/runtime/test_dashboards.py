@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from assemble import build_logger_spec
+from reports.results import read_metrics
 from runtime.cli import CONFIG_DIR
 from runtime.dashboards import TensorBoardSpec
 from runtime.run_logger import LoggerSpec, RunLogger
@@ -30,9 +31,9 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def jsonl_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """metrics.jsonl's values per key, as (step, value); a torn last line is dropped (reports.results.read_metrics)."""
     out: dict[str, list[tuple[int, float]]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_metrics(run_dir):
         for key, value in row.items():
             if key not in ("step", "epoch"):
                 out.setdefault(key, []).append((row["step"], value))
