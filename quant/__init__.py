@@ -6,7 +6,7 @@ and are selected by configs/quant/grad/<stem>.yaml. Multi-process training keeps
 every rank with quant.sync (docs/methods.md §1.7). Adaptive precision training (APT, docs/methods.md §4) swaps in
 the quantizers of quant.apt_layers (format and controller in quant.apt) when the QuantSpec has a `precision`.
 """
-from quant.apt_layers import precision_stepper, set_precision_schedule, set_precision_step
+from quant.apt_layers import CheckSchedule, set_precision_schedule, set_precision_step
 from quant.convert import quant_parameters, quantize_
 from quant.kernel_rule import kernel_choices
 from quant.layers import QConv2d, QLinear
@@ -15,6 +15,6 @@ from quant.stats import drain_grad_stats, set_recording
 from quant.sync import apply_deferred_updates, set_deferred_updates, sync_quant_state
 from quant.warmup import warmup_grad_intervals
 
-__all__ = ["QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats", "kernel_choices",
-           "quant_parameters", "quantize_", "set_deferred_updates", "precision_stepper", "set_precision_schedule", "set_precision_step",
-           "set_recording", "sync_quant_state", "warmup_grad_intervals"]
+__all__ = ["CheckSchedule", "QConv2d", "QLinear", "QuantSpec", "apply_deferred_updates", "drain_grad_stats",
+           "kernel_choices", "quant_parameters", "quantize_", "set_deferred_updates", "set_precision_schedule",
+           "set_precision_step", "set_recording", "sync_quant_state", "warmup_grad_intervals"]

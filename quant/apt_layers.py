@@ -2,122 +2,137 @@
 
 They take the place of WeightQuantizer / ActQuantizer / GradQuantizer as the `wq`, `aq`, `gq` submodules of
 QConv2d / QLinear when the QuantSpec has a `precision` policy (quant.layers), so the module swap, the parameter names
-and the trainer stay as they are. The format needs no learnable interval: the power-of-two scale follows max|x|.
+and the trainer stay as they are. The format needs no learnable interval: its power-of-two scale comes from max|x|.
 
-- W and A: the tensor is quantized to nearest in forward, straight-through in backward (the range covers max|x|,
-  so nothing saturates), and, in training mode, the controller observes (shift, diff_bit).
-- G: identity in forward; in backward the incoming dL/dY is quantized (stochastically by default, see
-  quant.apt.AptPolicy) before the op's own backward uses it, as quant.gradient does, and the controller observes.
+- W and A: rounded to nearest in forward, straight-through in backward; in training mode the controller observes.
+- G: identity in forward; in backward the incoming dL/dY is quantized (to nearest by default, quant.apt.AptPolicy)
+  before the op's own backward uses it, as quant.gradient does, and the controller observes.
 
-The controller state (quant.apt.ControllerState: bits, shift EMA, interval, countdown, updates, last diff_bit)
-lives in buffers, so checkpoints restore it exactly. Per step everything stays on device: the check is a `due`
-mask and torch.where, never a python branch on data. Deferred mode (DDP, docs/methods.md §1.7 and §4): the
-quantizer adds [valid, shift, diff_bit] to `pending` instead, and quant.apply_deferred_updates reduces every
-quantizer's row over the ranks in the same packed all-reduce as the gradient quantizers' and steps the controller
-on the rank means. A tensor whose max|x| is 0 or not finite passes through unquantized and moves no state.
+Check steps and plain steps. `checking` is a python flag (two graph variants under torch.compile, no data-dependent
+branch) that the trainer sets before each step through `CheckSchedule`, from a host count of steps:
+- a check step measures max|x| and diff_bit at every candidate (one quantization each) and, where the layer's check
+  is due, promotes, re-derives the held shift and picks the next interval; the output uses the checked format;
+- a plain step quantizes with the HELD shift (no max|x| before rounding: one pass over the tensor) and counts down.
+  It still reduces max|x| in the same pass, only to notice a value the held format saturates: then the shift is
+  re-derived from that max for the next step and the layer is due at the next check step.
+Only steps where some layer's check is due are check steps. The host learns when that is by reading the smallest
+countdown once after each check step (one host sync per check step, none on plain steps); countdowns only run down
+in between, and every rank holds the same state (DDP below), so every rank picks the same steps.
 
-Check steps: diff_bit (two means over the tensor) and, for G, the round-to-nearest it is measured against are
-only computed on steps where a check may happen. `checking` is a python flag, like quant.set_recording's, so a
-compiled model has two graph variants (check step, plain step) and no data-dependent branch or host sync; the
-trainer sets it once per step with `precision_stepper(model)(step)` from the host step count: every step during
-the dense phase, then every `policy.check_every`-th step. On a plain step the quantizer only rounds (G: once,
-stochastically by default) and the controller counts down and moves the shift's EMA; a layer whose check fell
-due waits for the next check step (docs/methods.md §4.2). Never set, `checking` stays True: every step measures.
+The controller state (quant.apt.ControllerState) lives in buffers, so checkpoints restore it exactly; per step it
+moves by torch.where on device. Deferred mode (DDP, docs/methods.md §4.3): the quantizer adds its measurement row
+[valid, overflow, shifts (C), diff_bits (C)] to `pending` instead, and quant.apply_deferred_updates reduces every
+quantizer's row over the ranks in the same packed all-reduce as the gradient quantizers' and steps the
+controllers on the rank means (the shift's mean rounded up). A tensor whose max|x| is 0 or not finite moves no
+state; on a check step it passes through unquantized, on a plain step its non-finite values do.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.apt import AptPolicy, ControllerState, apt_shift, controller_step, diff_bit, quantize_apt
+from quant.apt import (AptPolicy, ControllerState, Measurement, Schedule, apt_shift, at_bits, controller_step,
+                       diff_bit, is_due, overflows, promoted_bits, quantize_apt)
 from quant.state import OptionalStateMixin
 from quant.unwrap import unwrap
 
-#: layout of AptQuantizer.pending: sums since the last apply_deferred_updates
-PENDING_NAMES = ("valid", "shift", "diff_bit")
-#: the re-check interval's cap before set_precision_schedule tells the quantizers how long an epoch is
-DEFAULT_MAX_INTERVAL = 1000
+
+def pending_width(policy: AptPolicy) -> int:
+    """Length of an AptQuantizer's pending row: valid, overflow, then C shifts and C diff_bits."""
+    return 2 + 2 * len(policy.candidates)
 
 
-def _shift(x: Tensor, bits: Tensor) -> tuple[Tensor, Tensor]:
-    """(shift, valid) of float32 `x` at `bits`; valid is False where max|x| is 0 or not finite (then the shift is
-    that of max|x| = 1, harmless: such a tensor passes through unquantized)."""
-    low, high = torch.aminmax(x)  # one pass, no |x| temporary; NaN propagates into x_max
+def _max_abs(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(max|x|, valid) of float32 `x`; valid is False where max|x| is 0 or not finite (max|x| is then 1)."""
+    low, high = torch.aminmax(x)  # one pass, no |x| temporary; NaN propagates
     x_max = torch.maximum(-low, high)
     valid = torch.isfinite(x_max) & (x_max > 0)
-    return apt_shift(torch.where(valid, x_max, 1.0), bits), valid
+    return torch.where(valid, x_max, 1.0), valid
 
 
-def _observe(state: ControllerState, pending: Tensor, shift: Tensor, diff: Tensor | None, valid: Tensor,
-             policy: AptPolicy, deferred: bool, dense_steps: int, max_interval: int) -> None:
-    """Step the controller in place, or (deferred) leave this rank's measurement in `pending`; `diff` None: this
-    step measured no diff_bit (a plain step; deferred: NaN in its slot, which controller_step reads as none)."""
+def measure(x: Tensor, state: ControllerState, policy: AptPolicy, schedule: Schedule, checking: bool,
+            *, stochastic: bool = False, grid: str = "symmetric") -> tuple[Tensor, Measurement]:
+    """Quantize float32 `x` for one training step and say what the controller should see (see the module notes)."""
+    cands = policy.candidates
+    x_max, valid = _max_abs(x)
+    shifts = torch.stack([apt_shift(x_max, float(c)) for c in cands])  # (C,): scalars from one reduction
+    overflow = overflows(x_max, state.shift, state.bits) & valid
+    first = state.updates == 0
+    if not checking:
+        nan = torch.full_like(shifts, math.nan)
+        if policy.hold_shift:  # the held format: rounding does not wait for max|x|
+            x_hat = quantize_apt(x, state.shift, state.bits, stochastic=stochastic, grid=grid)
+            return torch.where(torch.isfinite(x), x_hat, x), Measurement(valid, shifts, nan, overflow)
+        shift = at_bits(shifts, state.bits, cands)
+        x_hat = quantize_apt(x, shift, state.bits, stochastic=stochastic, grid=grid)
+        return torch.where(valid, x_hat, x), Measurement(valid, shifts, nan, overflow)
+    diffs = torch.stack([diff_bit(x, quantize_apt(x, shifts[i], float(c), grid=grid))
+                         for i, c in enumerate(cands)])  # (C,), each against round-to-nearest
+    due = is_due(state, schedule)
+    bits = torch.where(due, promoted_bits(state.bits, diffs, policy), state.bits)
+    moved = due | first | overflow | (not policy.hold_shift)  # as quant.apt.controller_step moves the shift
+    shift = torch.where(moved, at_bits(shifts, bits, cands), state.shift)
+    x_hat = quantize_apt(x, shift, bits, stochastic=stochastic, grid=grid)
+    return torch.where(valid, x_hat, x), Measurement(valid, shifts, diffs, overflow)
+
+
+def observe(state: ControllerState, pending: Tensor, seen: Measurement, policy: AptPolicy, deferred: bool,
+            schedule: Schedule) -> None:
+    """Step the controller in place, or (deferred) add this rank's measurement to `pending`."""
     if deferred:
-        zero = torch.zeros_like(shift)
-        measured = torch.full_like(shift, math.nan) if diff is None else diff
-        pending.add_(torch.stack([valid.to(zero.dtype), torch.where(valid, shift, zero),
-                                  torch.where(valid, measured, zero)]))
+        zero = torch.zeros_like(seen.shifts)
+        pending.add_(torch.cat([torch.stack([seen.valid, seen.overflow]).to(zero.dtype),
+                                torch.where(seen.valid, seen.shifts, zero), torch.where(seen.valid, seen.diffs, zero)]))
         return
-    new = controller_step(state, shift, diff, valid, policy, dense_steps=dense_steps, max_interval=max_interval)
-    for buffer, value in zip(state, new):
+    for buffer, value in zip(state, controller_step(state, seen, policy, schedule)):
         buffer.copy_(value)
 
 
 class _StraightThrough(torch.autograd.Function):
-    """x_hat in forward, the incoming gradient unchanged in backward (the format covers max|x|: no saturation)."""
+    """x_hat in forward, the incoming gradient unchanged in backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, shift: Tensor, bits: Tensor, valid: Tensor, grid: str) -> Tensor:
-        xf = x.float()  # float32 grid arithmetic under bf16 autocast
-        return torch.where(valid, quantize_apt(xf, shift, bits, grid=grid), xf).to(x.dtype)
+    def forward(ctx, x: Tensor, x_hat: Tensor) -> Tensor:
+        return x_hat.to(x.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        return g, None, None, None, None
+        return g, None
 
 
 class _QuantizeGradientApt(torch.autograd.Function):
-    """Identity forward; backward quantizes dL/dY at the layer's current G bits and steps its controller.
+    """Identity forward; backward quantizes dL/dY at the layer's current G format and steps its controller.
 
     State tensors ride on ctx (as in quant.gradient): they are mutated in backward.
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, pending: Tensor, bits: Tensor, shift_ema: Tensor, interval: Tensor,
-                countdown: Tensor, updates: Tensor, last_diff: Tensor, policy: AptPolicy, deferred: bool,
-                dense_steps: int, max_interval: int, checking: bool) -> Tensor:
-        ctx.state = ControllerState(bits, shift_ema, interval, countdown, updates, last_diff)
-        ctx.pending, ctx.policy, ctx.deferred, ctx.checking = pending, policy, deferred, checking
-        ctx.dense_steps, ctx.max_interval = dense_steps, max_interval
+    def forward(ctx, y: Tensor, pending: Tensor, bits: Tensor, shift: Tensor, shift_ema: Tensor, interval: Tensor,
+                countdown: Tensor, updates: Tensor, last_diff: Tensor, policy: AptPolicy, schedule: Schedule,
+                deferred: bool, checking: bool) -> Tensor:
+        ctx.state = ControllerState(bits, shift, shift_ema, interval, countdown, updates, last_diff)
+        ctx.pending, ctx.policy, ctx.schedule, ctx.deferred, ctx.checking = pending, policy, schedule, deferred, checking
         return y.clone()  # not a view: an in-place op after the layer must stay legal (see quant.gradient)
 
     @staticmethod
     def backward(ctx, g_out: Tensor):
         g = g_out.float()  # float32 grid arithmetic under bf16 autocast
-        bits = ctx.state.bits
-        shift, valid = _shift(g, bits)
-        stochastic = ctx.policy.stochastic_grad
-        g_hat = quantize_apt(g, shift, bits, stochastic=stochastic)
-        diff = None
-        if ctx.checking:  # diff_bit's reference is round-to-nearest, whatever the rounding (quant.apt.AptPolicy)
-            diff = diff_bit(g, quantize_apt(g, shift, bits) if stochastic else g_hat)
-        g_hat = torch.where(valid, g_hat, g)
-        _observe(ctx.state, ctx.pending, shift, diff, valid, ctx.policy, ctx.deferred, ctx.dense_steps,
-                 ctx.max_interval)
+        g_hat, seen = measure(g, ctx.state, ctx.policy, ctx.schedule, ctx.checking,
+                              stochastic=ctx.policy.stochastic_grad)
+        observe(ctx.state, ctx.pending, seen, ctx.policy, ctx.deferred, ctx.schedule)
         return (g_hat.to(g_out.dtype),) + (None,) * 12
 
 
 class AptQuantizer(OptionalStateMixin, nn.Module):
     """W or A quantizer with an adaptive bit-width; state in buffers (quant.apt.ControllerState's fields).
 
-    `deferred` (quant.set_deferred_updates), `dense_steps` and `max_interval` (set_precision_schedule) are python
-    attributes: torch.compile specialises on them, and they are set once per run. `checking`
-    (set_precision_step) is a python flag too, with two values: two graph variants. `pending` is a plain tensor,
-    not a buffer, for the reason given in quant.gradient.GradQuantizer (DDP's broadcast_buffers).
+    `deferred` (quant.set_deferred_updates), `schedule` (set_precision_schedule) and `checking` (CheckSchedule) are
+    python attributes: torch.compile specialises on them; the first two are set once per run, `checking` has two
+    values. `pending` is a plain tensor, not a buffer, for the reason given in quant.gradient.GradQuantizer (DDP's
+    broadcast_buffers).
     """
 
     def __init__(self, role: str, bits: int, policy: AptPolicy, device=None, *, grid: str = "symmetric") -> None:
@@ -127,9 +142,9 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
         for name in ControllerState._fields[1:]:
             self.register_buffer(name, torch.zeros((), device=device))
         self.deferred = False
-        self.dense_steps, self.max_interval = 0, DEFAULT_MAX_INTERVAL
+        self.schedule = Schedule()
         self.checking = True
-        self.pending = torch.zeros(len(PENDING_NAMES), device=device)
+        self.pending = torch.zeros(pending_width(policy), device=device)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -141,14 +156,18 @@ class AptQuantizer(OptionalStateMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            shift, valid = _shift(x.detach().float(), self.bits)
-        x_hat = _StraightThrough.apply(x, shift, self.bits, valid, self.grid)
-        if self.training:
-            with torch.no_grad():
-                diff = diff_bit(x.detach().float(), x_hat.detach().float()) if self.checking else None
-                _observe(self.controller_state(), self.pending, shift, diff, valid, self.policy, self.deferred,
-                         self.dense_steps, self.max_interval)
-        return x_hat
+            xf = x.detach().float()  # float32 grid arithmetic under bf16 autocast
+            if self.training:
+                x_hat, seen = measure(xf, self.controller_state(), self.policy, self.schedule, self.checking,
+                                      grid=self.grid)
+                observe(self.controller_state(), self.pending, seen, self.policy, self.deferred, self.schedule)
+            else:  # the trained format (held shift); a quantizer that never trained uses max|x|
+                x_max, valid = _max_abs(xf)
+                shift = apt_shift(x_max, self.bits)
+                if self.policy.hold_shift:
+                    shift = torch.where(self.updates > 0, self.shift, shift)
+                x_hat = torch.where(valid, quantize_apt(xf, shift, self.bits, grid=self.grid), xf)
+        return _StraightThrough.apply(x, x_hat)
 
     def extra_repr(self) -> str:
         return f"role={self.role}, candidates={self.policy.candidates}, grid={self.grid}"
@@ -165,8 +184,8 @@ class AptGradQuantizer(AptQuantizer):
         self.out_numel.fill_(y[0].numel())
         if not (torch.is_grad_enabled() and y.requires_grad):
             return y
-        return _QuantizeGradientApt.apply(y, self.pending, *self.controller_state(), self.policy, self.deferred,
-                                          self.dense_steps, self.max_interval, self.checking)
+        return _QuantizeGradientApt.apply(y, self.pending, *self.controller_state(), self.policy, self.schedule,
+                                          self.deferred, self.checking)
 
 
 def named_apt_quantizers(model: nn.Module) -> list[tuple[str, AptQuantizer]]:
@@ -176,35 +195,46 @@ def named_apt_quantizers(model: nn.Module) -> list[tuple[str, AptQuantizer]]:
 
 
 def set_precision_schedule(model: nn.Module, *, steps_per_epoch: int, epochs: int) -> None:
-    """Tell every APT quantizer the run's length: checks every step for the first `dense_fraction` of the
-    training steps, and a re-check interval of at most one epoch (docs/methods.md §4). No-op without APT."""
+    """Tell every APT quantizer the run's length (docs/methods.md §4.2): a check every step for the first
+    `dense_fraction` of the first epoch, adaptive intervals of at most one epoch during `adaptive_epochs`, then one
+    check per epoch. `epochs` is the run's length (unused by the paper's schedule; kept for callers). No-op without
+    APT."""
+    del epochs
     for _, q in named_apt_quantizers(model):
-        q.dense_steps = math.ceil(q.policy.dense_fraction * steps_per_epoch * epochs)
-        q.max_interval = max(1, steps_per_epoch)
+        adaptive = q.policy.adaptive_epochs
+        q.schedule = Schedule(dense_steps=math.ceil(q.policy.dense_fraction * steps_per_epoch),
+                              adaptive_steps=math.inf if adaptive is None else adaptive * steps_per_epoch,
+                              epoch_steps=max(1, steps_per_epoch))
 
 
-def is_check_step(step: int, *, dense_steps: int, check_every: int) -> bool:
-    """Whether training step `step` (0-based, the host's count) measures diff_bit: every step of the dense phase,
-    then every `check_every`-th step."""
-    return step < dense_steps or step % check_every == 0
+class CheckSchedule:
+    """Host side of the check cadence: `schedule(step)` before the forward of training step `step` (0-based, the
+    host's count; a resumed run passes its restored count) sets every APT quantizer's `checking` flag.
 
+    A step is a check step when it lies in the dense phase or some layer's check is due. The next due step is read
+    from the quantizers' smallest countdown once after each check step (and once at the start): one host sync per
+    check step. Without APT quantizers it does nothing."""
 
-def precision_stepper(model: nn.Module) -> Callable[[int], None]:
-    """`step_fn(step)`, to call before the forward of training step `step` (0-based; a resumed run passes its
-    restored count): tells each APT quantizer whether this step measures diff_bit (a check step) or only quantizes
-    (see the module notes). Python flags only, no host sync; a compiled model sees two values of them.
+    def __init__(self, model: nn.Module) -> None:
+        self.quantizers = [q for _, q in named_apt_quantizers(model)]
+        self.next_check: int | None = None
+        self.last_checking: bool | None = None  # what the flags were set to (None: not yet)
 
-    The quantizers are found once, here; only those with check_every > 1 ever change their flag, so without them
-    (no APT, or the default check_every=1) `step_fn` does nothing and the training loop walks no modules."""
-    cadenced = [q for _, q in named_apt_quantizers(model) if q.policy.check_every > 1]
-
-    def step_fn(step: int) -> None:
-        for q in cadenced:
-            q.checking = is_check_step(step, dense_steps=q.dense_steps, check_every=q.policy.check_every)
-
-    return step_fn
+    def __call__(self, step: int) -> None:
+        if not self.quantizers:
+            return
+        dense = step < self.quantizers[0].schedule.dense_steps
+        if not dense and (self.next_check is None or self.last_checking):
+            countdown = min(torch.stack([q.countdown for q in self.quantizers]).min().item(), 1e9)  # one sync
+            self.next_check = step + max(int(countdown), 1) - 1
+        checking = dense or step >= self.next_check
+        if checking != self.last_checking:
+            for q in self.quantizers:
+                q.checking = checking
+            self.last_checking = checking
 
 
 def set_precision_step(model: nn.Module, step: int) -> None:
-    """precision_stepper(model)(step), for a single call (tests, benchmarks); the trainer keeps one stepper."""
-    precision_stepper(model)(step)
+    """Set the `checking` flags for training step `step` from the quantizers' state (tests, benchmarks; the trainer
+    keeps one CheckSchedule, which reads the state only after check steps)."""
+    CheckSchedule(model)(step)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from quant.apt_layers import precision_stepper, set_precision_schedule
+from quant.apt_layers import CheckSchedule, set_precision_schedule
 from quant.kernel_rule import kernel_choices
 from quant.layers import QConv2d, QLinear
 from quant.stats import drain_grad_stats, set_recording
@@ -47,7 +47,7 @@ class QuantLifecycle:
             return
         set_deferred_updates(self.model, self.all_reduce is not None)  # gamma waits for the cross-rank reduction
         set_precision_schedule(self.model, steps_per_epoch=steps_per_epoch, epochs=epochs)  # APT only
-        self._precision_step = precision_stepper(self.model)  # a no-op unless APT measures on a cadence
+        self._precision_step = CheckSchedule(self.model)  # APT's check steps; a no-op without APT
 
     def warm_up(self, loss: Callable[[], torch.Tensor]) -> None:
         """First-batch interval initialisation and gamma warm-up (no optimizer step), then identical state on every

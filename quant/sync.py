@@ -5,7 +5,7 @@ state that shapes the NEXT quantization: gamma, and the intervals s_W, u_A set f
 
 - `apply_deferred_updates(model, all_reduce)` after every backward: ONE packed all-reduce of what the
   layers left in `pending` (set_deferred_updates), then each policy's gamma update from the rank means, and the
-  APT controllers' step on the rank-mean shift and diff_bit (docs/methods.md §4); no host sync, so it can sit in
+  APT controllers' step on the rank means of their measurements (docs/methods.md §4.3); no host sync, so it can sit in
   a step that never waits for the GPU.
 - `sync_quant_state(model, all_reduce)` once, after the first-batch warm-up: rank means of s_W, u_A and gamma.
 
@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.apt import ControllerState, controller_step
-from quant.apt_layers import AptQuantizer, named_apt_quantizers
+from quant.apt import ControllerState, Measurement, controller_step
+from quant.apt_layers import AptQuantizer, named_apt_quantizers, pending_width
 from quant.forward import ActQuantizer, WeightQuantizer
 from quant.grad.base import GradPolicy
 from quant.gradient import GradQuantizer, named_grad_quantizers
@@ -63,13 +63,13 @@ def apply_deferred_updates(model: nn.Module, all_reduce: AllReduce | None = None
         groups.setdefault((q.policy, q.bits), []).append(q)
     ordered = [q for members in groups.values() for q in members]
     pendings = [q.pending for q in ordered + apt]
-    packed = torch.cat(pendings)  # (4 L + 3 Q,): gradient.PENDING_NAMES rows, then apt_layers.PENDING_NAMES rows
+    packed = torch.cat(pendings)  # (4 L + P Q,): gradient.PENDING_NAMES rows, then apt_layers' measurement rows
     torch._foreach_zero_(pendings)
     if all_reduce is not None:
         all_reduce(packed)  # the step's one collective
     split = 4 * len(ordered)
     if apt:
-        _step_apt_controllers(apt, packed[split:].view(len(apt), 3))
+        _step_apt_controllers(apt, packed[split:].view(len(apt), -1))
     if not ordered:
         return
     table = packed[:split].view(len(ordered), 4)  # (L, 4), summed over the ranks
@@ -88,20 +88,25 @@ def apply_deferred_updates(model: nn.Module, all_reduce: AllReduce | None = None
 
 
 def _step_apt_controllers(apt: list[AptQuantizer], table: Tensor) -> None:
-    """One controller step for every APT quantizer, as one vector, on the rank means of its pending row (Q, 3).
+    """One controller step for every APT quantizer, as one vector, on the rank means of its pending row (Q, P):
+    [valid, overflow, shifts (C), diff_bits (C)] summed over the ranks. The shifts' mean is rounded up (ranks whose
+    max|x| differ get the larger scale when two ranks disagree by one), overflow counts if any rank overflowed, and
+    a diff_bit is NaN (no measurement) unless the step was a check step.
 
     A quantizer that observed several tensors since the last call (a layer applied twice) steps once, on the mean.
     """
-    valid, shift_sum, diff_sum = table.unbind(1)  # (Q,) each
-    count = valid.clamp_min(1.0)
     policy, first = apt[0].policy, apt[0]
-    if any(q.policy != policy or (q.dense_steps, q.max_interval) != (first.dense_steps, first.max_interval)
-           for q in apt):
+    if any(q.policy != policy or q.schedule != first.schedule for q in apt):
         raise RuntimeError("APT quantizers of one model must share one policy and schedule: build them from one "
                            "QuantSpec and call quant.set_precision_schedule on the whole model")
+    width = len(policy.candidates)
+    assert table.shape[1] == pending_width(policy)
+    valid, overflow = table[:, 0], table[:, 1]  # (Q,) each
+    count = valid.clamp_min(1.0).unsqueeze(1)
+    seen = Measurement(valid=valid > 0, shifts=torch.ceil(table[:, 2:2 + width] / count),
+                       diffs=table[:, 2 + width:] / count, overflow=overflow > 0)
     state = ControllerState(*(torch.stack([getattr(q, name) for q in apt]) for name in ControllerState._fields))
-    new = controller_step(state, shift_sum / count, diff_sum / count, valid > 0, policy,
-                          dense_steps=first.dense_steps, max_interval=first.max_interval)
+    new = controller_step(state, seen, policy, first.schedule)
     for name, values in zip(ControllerState._fields, new):
         torch._foreach_copy_([getattr(q, name) for q in apt], list(values.unbind()))
 

@@ -34,10 +34,10 @@ def ratio(cell: str) -> float:
 
 
 def test_bench_apt_times_every_row_against_fixed_point(tmp_path):
-    report = run_bench("bench_apt.py", "--modes", "eager", "--batch-size", "4", "--promote-steps", "2",
-                       "--rounds", "1", "--steps", "4", out=tmp_path / "apt.md")
+    report = run_bench("bench_apt.py", "--modes", "eager", "--batch-size", "4", "--steps-per-epoch", "4",
+                       "--promote-steps", "4", "--rounds", "1", "--steps", "4", out=tmp_path / "apt.md")
     rows = {r[0]: r for r in table_rows(report)}
-    assert set(rows) == {"fixed 8/8/8", "apt8", "apt8-24", "apt8-24, check every 4"}
+    assert set(rows) == {"fixed 8/8/8", "apt8", "apt8-24", "apt8-24, shift every step"}
     assert ratio(rows["fixed 8/8/8"][3]) == 1.0
     assert all(ratio(r[3]) > 0 for r in rows.values())
     assert rows["apt8"][7] == "W 8.0 A 8.0 G 8.0"  # pinned at 8 bits: nothing can move

@@ -1,0 +1,83 @@
+"""What an APT comparison's runs did, beside what they reached: per configuration (bits label: fp32, apt8 = fixed
+int8, apt8-24 = APT), mean ± std over seeds of the final and best top-1, the bit-weighted MAC cost relative to 32-bit
+(`apt/cost`, docs/methods.md §4.4) and the mean bits per role at the end of training, and how many layers ended above
+8 bits per role.
+
+    python scripts/apt_report.py --name apt_fmnist [--root results] [--out results/apt_fmnist/report.md]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/apt_report.py` from the checkout
+
+from reports.results import ResultsError, load_runs, read_metrics  # noqa: E402
+from runtime import atomic  # noqa: E402
+
+
+def _mean_std(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    mean = fmt.format(statistics.fmean(values))
+    return f"{mean} ± {fmt.format(statistics.stdev(values))} ({len(values)})" if len(values) > 1 else f"{mean} (1)"
+
+
+def _last_logged(rows: list[dict]) -> dict:
+    """The last row that carries APT statistics (a logging step), or {}."""
+    return next((r for r in reversed(rows) if "apt/cost" in r), {})
+
+
+def report(root: str, name: str) -> str:
+    runs = [r for r in load_runs(root, name=name) if r.status == "finished"]
+    if not runs:
+        raise ResultsError(f"no finished runs under {root}/{name}")
+    groups: dict[str, list] = defaultdict(list)
+    for run in runs:
+        groups[run.bits].append(run)
+    lines = [f"# {name}: accuracy and cost per configuration (mean ± std over seeds, (n) runs)", "",
+             "| config | final top-1 | best top-1 | apt/cost (x 32-bit MACs) | W / A / G bits (mean over layers) | "
+             "layers > 8 bits (W / A / G, of) |", "|---|---:|---:|---:|---|---|"]
+    for bits in sorted(groups, key=lambda b: (b != "fp32", b)):
+        members = groups[bits]
+        final = [r.final["test/top1"] for r in members if "test/top1" in r.final]
+        best = [r.best["test/top1"] for r in members if "test/top1" in r.best]
+        last = [_last_logged(read_metrics(r.path)) for r in members]
+        last = [row for row in last if row]
+        cost = [row["apt/cost"] for row in last]
+        roles = " / ".join(_mean_std([row[f"apt/bits_{k}"] for row in last], "{:.1f}").split(" (")[0]
+                           for k in "wag") if last else "-"
+        promoted = "-"
+        if last:
+            counts = [[sum(1 for key, v in row.items() if key.startswith(f"bits_{k}/") and v > 8) for k in "wag"]
+                      for row in last]
+            layers = sum(1 for key in last[0] if key.startswith("bits_g/"))
+            promoted = " / ".join(f"{statistics.fmean(c[i] for c in counts):.1f}" for i in range(3)) + f" (of {layers})"
+        lines.append(f"| {bits} | {_mean_std(final, '{:.2f}')} | {_mean_std(best, '{:.2f}')} | "
+                     f"{_mean_std(cost, '{:.4f}')} | {roles} | {promoted} |")
+    lines += ["", "fp32: 1.0 by definition; all-8-bit gives 1/16 = 0.0625. Bits and cost at the last logging step."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="results")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--out", help="also write the Markdown here")
+    args = parser.parse_args(argv)
+    try:
+        text = report(args.root, args.name)
+    except ResultsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.out:
+        atomic.write_text(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
