@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from models.init_from import load_init
+from optim.step import step_optimizers
 from optim.trs import TransitionCounter, freeze_weight_scales
 from quant import QuantSpec, quant_parameters, quantize_
 from quant.lifecycle import QuantLifecycle
@@ -154,23 +155,6 @@ def build_logger_spec(cfg: DictConfig, labels: dict[str, Any]) -> LoggerSpec:
             tags=(labels["model"], labels["data"], labels["quantizer"], bits, *wandb.tags)),
         tensorboard=None if tensorboard is None else TensorBoardSpec(flush_secs=tensorboard.flush_secs),
         csv=OmegaConf.select(cfg, "logger.csv") is not None)
-
-
-def step_optimizers(optimizers: list[torch.optim.Optimizer], params: list[torch.Tensor]) -> torch.Tensor:
-    """Take an optimizer step unless some gradient is non-finite; returns that flag as a 0-dim float tensor.
-
-    Fused optimizers read `found_inf` on device and skip the whole update (momentum included), so skipping costs
-    no host sync. A non-fused optimizer needs the flag on the host: one sync per step, the price of its choice.
-    """
-    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
-    nonfinite = (~torch.isfinite(torch.stack(norms).sum())).float()
-    for opt in optimizers:
-        if opt.defaults.get("fused"):
-            opt.found_inf = nonfinite
-            opt.step()
-        elif not bool(nonfinite):
-            opt.step()
-    return nonfinite
 
 
 def build_optimizers(cfg: DictConfig, model: torch.nn.Module, *, steps_per_epoch: int, epochs: int):

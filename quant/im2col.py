@@ -16,6 +16,9 @@ multiply zeros, which costs less than a second code path (stride-2 layers are fe
 Activations are stored shifted (int8 = code - zero, quant.integer.grid_codes); the caller pads with the code of
 real zero (stored -zero), so every entry of im2col is `code - zero` and the zero point comes back as the same
 rank-1 correction as for a plain GEMM: sum(code * w) = sum(stored * w) + zero * sum(w).
+
+Linear layers and 1x1 convolutions need no im2col: `gemm_rows` / `from_gemm_rows` turn their operands into GEMM
+rows and back, and `scatter_strided` places a strided 1x1 conv's input gradient.
 """
 from __future__ import annotations
 
@@ -108,3 +111,28 @@ def conv_input_grad(g8: Tensor, w8: Tensor, stride: tuple[int, int], padding: tu
     buf[:, top:top + (ho - 1) * sh + 1:sh, left:left + (wo - 1) * sw + 1:sw] = g8
     w_flip = w8.flip(2, 3).permute(2, 3, 0, 1).reshape(kh * kw * o, -1)  # (kh*kw*O, C), im2col's order
     return int_matmul(im2col(buf, (kh, kw), (1, 1), (h, w)), w_flip).reshape(b, h, w, -1)
+
+
+def gemm_rows(t: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
+    """A GEMM operand: (..., F) -> (N, F); for a 1x1 conv (B, C, H, W) -> (B*H'*W', C), channels-last order."""
+    if conv:
+        t = t[:, :, ::stride[0], ::stride[1]].permute(0, 2, 3, 1)  # (B, H', W', C)
+    return t.reshape(-1, t.shape[-1])
+
+
+def from_gemm_rows(rows: Tensor, like: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
+    """(N, F) -> `like`'s layout with F features: (..., F), or (B, F, H', W') in channels-last memory for a 1x1
+    conv whose input is `like` (B, C, H, W) (H' = ceil(H / stride), the output size of a 1x1 conv)."""
+    if not conv:
+        return rows.reshape(*like.shape[:-1], rows.shape[-1])
+    b, _, h, w = like.shape
+    return rows.reshape(b, -(-h // stride[0]), -(-w // stride[1]), rows.shape[-1]).permute(0, 3, 1, 2)
+
+
+def scatter_strided(part: Tensor, like: Tensor, stride: tuple[int, int]) -> Tensor:
+    """The input gradient of a strided 1x1 conv: `part` at every stride-th pixel, zero elsewhere."""
+    if stride == (1, 1):
+        return part
+    full = part.new_zeros(like.shape).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+    full[:, :, ::stride[0], ::stride[1]] = part
+    return full

@@ -43,8 +43,8 @@ from torch import Tensor
 
 from quant.direct_conv import GRAD_ZERO_POINT, direct_conv, direct_conv_input_grad
 from quant.gradient import quantize_output_gradient, stash_grad_state
-from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, int_matmul,  # noqa: F401
-                          span)
+from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, from_gemm_rows,  # noqa: F401
+                          gemm_rows, int_matmul, scatter_strided, span)
 from quant.primitives import grid_index, unsigned_levels, weight_levels
 from quant import kernel_rule
 from quant.kernel_rule import LayerOp
@@ -139,40 +139,15 @@ def _activation_codes(op: LayerOp, a8: Tensor, zero: Tensor, like: Tensor) -> Te
     return a8.float() + zero
 
 
-def _rows(t: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
-    """A GEMM operand: (..., F) -> (N, F); for a 1x1 conv (B, C, H, W) -> (B*H'*W', C), channels-last order."""
-    if conv:
-        t = t[:, :, ::stride[0], ::stride[1]].permute(0, 2, 3, 1)  # (B, H', W', C)
-    return t.reshape(-1, t.shape[-1])
-
-
-def _unrows(rows: Tensor, like: Tensor, conv: bool, stride: tuple[int, int]) -> Tensor:
-    """(N, F) -> `like`'s layout with F features: (..., F), or (B, F, H', W') in channels-last memory for a 1x1
-    conv whose input is `like` (B, C, H, W) (H' = ceil(H / stride), the output size of a 1x1 conv)."""
-    if not conv:
-        return rows.reshape(*like.shape[:-1], rows.shape[-1])
-    b, _, h, w = like.shape
-    return rows.reshape(b, -(-h // stride[0]), -(-w // stride[1]), rows.shape[-1]).permute(0, 3, 1, 2)
-
-
-def _scatter_strided(part: Tensor, like: Tensor, stride: tuple[int, int]) -> Tensor:
-    """The input gradient of a strided 1x1 conv: `part` at every stride-th pixel, zero elsewhere."""
-    if stride == (1, 1):
-        return part
-    full = part.new_zeros(like.shape).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
-    full[:, :, ::stride[0], ::stride[1]] = part
-    return full
-
-
 def _forward_op(op: LayerOp, a: Tensor, w: Tensor, a8: Tensor | None, w8: Tensor | None, zero: Tensor) -> Tensor:
     """codes_a (*) codes_w as float32 integers: int8 GEMM, or the float op on float codes."""
     if op.im2col:  # a8 (B, Hp, Wp, C) padded; result (B, O, Ho, Wo) in channels-last memory
         return conv_forward(a8, w8, op.stride, zero).float().permute(0, 3, 1, 2)
     if op.int8:
-        a_rows = _rows(a8, op.conv, op.stride)  # (N, K) int8, shifted by -zero
+        a_rows = gemm_rows(a8, op.conv, op.stride)  # (N, K) int8, shifted by -zero
         w_rows = w8.reshape(w8.shape[0], -1)  # (O, K)
         acc = int_matmul(a_rows, w_rows.t()) + zero.to(torch.int32) * w_rows.sum(1, dtype=torch.int32)  # (N, O)
-        return _unrows(acc.float(), a, op.conv, op.stride)
+        return from_gemm_rows(acc.float(), a, op.conv, op.stride)
     if op.conv:
         return F.conv2d(a, w, None, op.stride, op.padding, op.dilation, op.groups)
     return F.linear(a, w)
@@ -195,14 +170,14 @@ def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None
         return grad_a, conv_weight_grad(a8, g8, op.kernel_size, op.stride, zero).float()
     if op.int8:
         g8 = _to_int8(g)
-        g_rows = _rows(g8, op.conv, (1, 1))  # (N, O): the output has the subsampled shape already
-        a_rows = _rows(a8, op.conv, op.stride)  # (N, K)
+        g_rows = gemm_rows(g8, op.conv, (1, 1))  # (N, O): the output has the subsampled shape already
+        a_rows = gemm_rows(a8, op.conv, op.stride)  # (N, K)
         w_rows = w8.reshape(w8.shape[0], -1)  # (O, K)
         grad_a = int_matmul(g_rows, w_rows).float()  # (N, K)
         grad_w = int_matmul(g_rows.t(), a_rows) + zero.to(torch.int32) * g_rows.sum(0, dtype=torch.int32)[:, None]
-        grad_a = _unrows(grad_a, a, op.conv, op.stride)
+        grad_a = from_gemm_rows(grad_a, a, op.conv, op.stride)
         if op.conv:
-            grad_a = _scatter_strided(grad_a, a, op.stride)
+            grad_a = scatter_strided(grad_a, a, op.stride)
         return grad_a, grad_w.float().reshape(w.shape)
     if op.conv:
         return _float_conv_backward(op, g, a, w, input_grad=True)

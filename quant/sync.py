@@ -4,8 +4,8 @@ Each rank quantizes its own dL/dY, with its own g_max and rounding noise. What m
 state that shapes the NEXT quantization: gamma, and the intervals s_W, u_A set from the first batch.
 
 - `apply_deferred_updates(model, all_reduce)` after every backward: ONE packed all-reduce of what the
-  layers left in `pending` (set_deferred_updates), then each policy's gamma update from the rank means, and the
-  APT controllers' step on the rank means of their measurements (docs/methods.md §4.3); no host sync, so it can sit in
+  layers left in `pending` (set_deferred_updates), then each quantizer family's update from the rank sums
+  (quant.family: gamma by each policy, APT's controllers, docs/methods.md §4.3); no host sync, so it can sit in
   a step that never waits for the GPU.
 - `sync_quant_state(model, all_reduce)` once, after the first-batch warm-up: rank means of s_W, u_A and gamma.
 
@@ -21,10 +21,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from quant.apt import ControllerState, Measurement, controller_step
-from quant.apt_layers import AptQuantizer, named_apt_quantizers, pending_width
+from quant.apt_layers import named_apt_quantizers
+from quant.families import FAMILIES
 from quant.forward import ActQuantizer, WeightQuantizer
-from quant.grad.base import GradPolicy
 from quant.gradient import GradQuantizer, named_grad_quantizers
 from quant.unwrap import unwrap
 
@@ -44,71 +43,29 @@ def set_deferred_updates(model: nn.Module, enabled: bool) -> None:
 
 
 def apply_deferred_updates(model: nn.Module, all_reduce: AllReduce | None = None) -> None:
-    """After `loss.backward()` and before the next forward: reduce the pending statistics, move gamma, clear them.
+    """After `loss.backward()` and before the next forward: reduce the pending statistics, update the state, clear.
 
-    Per layer, over every rank and every backward pass since the last call: gamma_used and the clipped fraction
-    are averaged over the passes whose gradient was usable, and gamma <- policy.update_gamma(mean gamma_used,
-    mean clip fraction) (MSE: the mean chosen gamma); a layer no rank could use keeps its gamma. `skipped` grows
-    by the total over the ranks, so it too is the same everywhere. Every rank must call it at the same steps.
+    Every quantizer family (quant.family) packs its members' pending rows; ONE all-reduce sums all of them over
+    the ranks, and each family updates its members from its block: gamma from the mean gamma used and clipped
+    fraction (quant.interval_family), APT's controllers from the mean measurements (quant.apt_family). Every rank
+    must call it at the same steps.
     """
-    quantizers = [q for _, q in named_grad_quantizers(model)]
-    apt = [q for _, q in named_apt_quantizers(model)]
-    if not quantizers and not apt:
+    blocks = [(family, members) for family in FAMILIES if (members := family.members(model))]
+    if not blocks:
         return
-    if not all(q.deferred for q in quantizers + apt):
+    if not all(q.deferred for _, members in blocks for _, q in members):
         raise RuntimeError("apply_deferred_updates found quantizers that update their state in place: call "
                            "quant.set_deferred_updates(model, True) before the forward")
-    groups: dict[tuple[GradPolicy, int], list[GradQuantizer]] = {}  # layers sharing a policy update as one vector
-    for q in quantizers:
-        groups.setdefault((q.policy, q.bits), []).append(q)
-    ordered = [q for members in groups.values() for q in members]
-    pendings = [q.pending for q in ordered + apt]
-    packed = torch.cat(pendings)  # (4 L + P Q,): gradient.PENDING_NAMES rows, then apt_layers' measurement rows
+    pendings = [q.pending for _, members in blocks for _, q in members]
+    packed = torch.cat(pendings)  # every family's rows, in FAMILIES order
     torch._foreach_zero_(pendings)
     if all_reduce is not None:
         all_reduce(packed)  # the step's one collective
-    split = 4 * len(ordered)
-    if apt:
-        _step_apt_controllers(apt, packed[split:].view(len(apt), -1))
-    if not ordered:
-        return
-    table = packed[:split].view(len(ordered), 4)  # (L, 4), summed over the ranks
-    skipped, valid, gamma_sum, clip_sum = table.unbind(1)  # (L,) each
-    count = valid.clamp_min(1.0)
-    gamma_used, clip_fraction = gamma_sum / count, clip_sum / count
-    updated, start = [], 0
-    for (policy, bits), members in groups.items():
-        part = slice(start, start + len(members))
-        start += len(members)
-        updated.append(policy.update_gamma(gamma_used[part], clip_fraction[part], bits)
-                       if policy.needs_clip_fraction else gamma_used[part])
-    gammas = [q.gamma for q in ordered]
-    torch._foreach_copy_(gammas, list(torch.where(valid > 0, torch.cat(updated), torch.stack(gammas)).unbind()))
-    torch._foreach_add_([q.skipped for q in ordered], list(skipped.unbind()))
-
-
-def _step_apt_controllers(apt: list[AptQuantizer], table: Tensor) -> None:
-    """One controller step for every APT quantizer, as one vector, on the rank means of its pending row (Q, P):
-    [valid, overflow, shifts (C), diff_bits (C)] summed over the ranks. The shifts' mean is rounded up (ranks whose
-    max|x| differ get the larger scale when two ranks disagree by one), overflow counts if any rank overflowed, and
-    a diff_bit is NaN (no measurement) unless the step was a check step.
-
-    A quantizer that observed several tensors since the last call (a layer applied twice) steps once, on the mean.
-    """
-    policy, first = apt[0].policy, apt[0]
-    if any(q.policy != policy or q.schedule != first.schedule for q in apt):
-        raise RuntimeError("APT quantizers of one model must share one policy and schedule: build them from one "
-                           "QuantSpec and call quant.set_precision_schedule on the whole model")
-    width = len(policy.candidates)
-    assert table.shape[1] == pending_width(policy)
-    valid, overflow = table[:, 0], table[:, 1]  # (Q,) each
-    count = valid.clamp_min(1.0).unsqueeze(1)
-    seen = Measurement(valid=valid > 0, shifts=torch.ceil(table[:, 2:2 + width] / count),
-                       diffs=table[:, 2 + width:] / count, overflow=overflow > 0)
-    state = ControllerState(*(torch.stack([getattr(q, name) for q in apt]) for name in ControllerState._fields))
-    new = controller_step(state, seen, policy, first.schedule)
-    for name, values in zip(ControllerState._fields, new):
-        torch._foreach_copy_([getattr(q, name) for q in apt], list(values.unbind()))
+    start = 0
+    for family, members in blocks:
+        size = sum(q.pending.numel() for _, q in members)
+        family.apply_pending(members, packed[start:start + size].view(len(members), -1))
+        start += size
 
 
 def _state_row(m: nn.Module) -> Tensor:

@@ -1,7 +1,6 @@
 """APT's held shift and check steps (docs/methods.md §4.2): between checks the format stays, a value that would
 saturate re-derives the shift, only due steps measure, gradients round to nearest, and the earlier behaviour stays
 reachable (hold_shift=false, stochastic_grad=true)."""
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -16,7 +16,8 @@ from quant import QuantSpec, kernel_choices, quantize_, warmup_grad_intervals
 from quant.grad.lbt import LBTPolicy
 from quant import kernel_rule
 from quant.exactness import OperandRecorder, assert_int8_equals_exact, assert_integer_operands
-from quant.integer import INT32_SAFE_K, int_matmul
+from quant.im2col import INT32_SAFE_K
+from quant.integer import int_matmul
 
 
 @pytest.fixture(autouse=True)
