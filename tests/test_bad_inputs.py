@@ -115,6 +115,8 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "keep_fp pattern that matches no layer": (["quant.keep_fp=[layer9.*]"], "layer9", None),
     "negative learning rate": (["optim.optimizer.lr=-0.1"], "optim.optimizer.lr=-0.1", None),
     "APT with the int8 kernel": (["quant=apt", "quant.kernel=int8"], "quant.kernel=int8", None),
+    "APT adaptive epochs below zero": (["quant=apt", "quant.precision.adaptive_epochs=-1"],
+                                       "quant.precision.adaptive_epochs=-1", None),
     "init_from a path that does not exist": (["model.init_from=/no/such/run"], "model.init_from", None),
     "unreadable checkpoints": ([], "checkpoint", corrupt_checkpoints),
     "run folder of another config": ([], "seed", other_config),

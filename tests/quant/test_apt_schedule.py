@@ -1,6 +1,7 @@
 """APT's held shift and check steps (docs/methods.md §4.2): between checks the format stays, a value that would
 saturate re-derives the shift, only due steps measure, gradients round to nearest, and the earlier behaviour stays
 reachable (hold_shift=false, stochastic_grad=true)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -124,3 +125,22 @@ def test_check_and_plain_steps_compile_two_graphs_and_bit_changes_none(fresh_dyn
                 m.bits.fill_(bits)
         F.cross_entropy(compiled(x), y).backward()
     assert kinds == {True, False} and counter.frame_count == 2
+
+
+def test_eval_mode_rounds_on_the_held_grid_and_moves_nothing():
+    q, _ = held_after_a_check()
+    state = {k: v.clone() for k, v in q.state_dict().items()}
+    x = torch.randn(4096) * 0.2  # max|x| far below the held range: a fresh shift would be finer
+    out = q.eval()(x)
+    assert torch.equal(out, quantize_apt(x, q.shift, q.bits))
+    assert all(torch.equal(v, q.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("adaptive_epochs", -1, "quant.precision.adaptive_epochs=-1 is invalid"),
+    ("hold_shift", "yes", "quant.precision.hold_shift='yes' is invalid: use true or false"),
+    ("stochastic_grad", 1, "quant.precision.stochastic_grad=1 is invalid"),
+])
+def test_policy_rejects_bad_schedule_values_in_one_line(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        AptPolicy(**{field: value})
