@@ -12,7 +12,7 @@ Runs are grouped by the labels the trainer wrote (`runtime.run_info.run_labels`:
 runs of different models or datasets never share a row or a cell; an architecture search run (search=nce) has its own
 row ("resnet20 search=nce", `reports.results.model_label`). A cell counts seeds, not run folders: runs of one seed
 with the same result-changing config (a later sweep ran it again) count once, and the cell is marked † with a line
-under the table saying which seeds ran more than once (`_one_run_per_seed`).
+under the table saying which seeds ran more than once (`one_run_per_seed`).
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def _stats(values: list[float | None]) -> Stats | None:
     return Stats(kept) if kept else None
 
 
-def _one_run_per_seed(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]]]:
+def one_run_per_seed(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]]]:
     """The runs a cell averages (in `runs` order), and the groups of reruns it pooled.
 
     Runs of one seed with one result-changing config (`RunRecord.config_key`) are one training run done again (a
@@ -190,7 +190,7 @@ def _section(key: tuple[str, str, str, str], runs: list[RunRecord], ref: dict, t
         grouped[(r.model, r.quantizer, r.bits)].append(r)
     cells, warnings = {}, []
     for k, all_runs in sorted(grouped.items()):
-        rs, pooled = _one_run_per_seed(all_runs)
+        rs, pooled = one_run_per_seed(all_runs)
         if pooled:
             times = ", ".join(f"seed {g[0].seed} ran {len(g)}x" for g in pooled)
             folders = ", ".join(f"`{r.run_id}`" for g in pooled for r in g)

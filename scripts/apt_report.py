@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/apt_report.py` from the checkout
 
 from reports.results import ResultsError, load_runs, read_metrics  # noqa: E402
+from reports.results_table import one_run_per_seed  # noqa: E402
 from runtime import atomic  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def _last_logged(rows: list[dict]) -> dict:
 
 
 def report(root: str, name: str) -> str:
-    runs = [r for r in load_runs(root, name=name) if r.status == "finished"]
+    runs, _ = one_run_per_seed([r for r in load_runs(root, name=name) if r.status == "finished"])
     if not runs:
         raise ResultsError(f"no finished runs under {root}/{name}")
     groups: dict[str, list] = defaultdict(list)

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from models.widths import count_cost, current_widths
 from runtime import atomic
 from reports.results import ResultsError, load_runs, read_metrics, read_summary
+from reports.results_table import one_run_per_seed
 from scripts.plot import plt, save_figure  # Agg backend, atomic PNG writes
 
 
@@ -43,7 +44,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def table(root: Path, name: str, example: torch.Tensor, num_classes: int) -> tuple[str, list[dict]]:
-    runs = [r for r in load_runs(root, name=name) if r.counts]
+    runs, _ = one_run_per_seed([r for r in load_runs(root, name=name) if r.counts])  # a seed's reruns count once
     if not runs:
         raise ResultsError(f"no finished runs named {name!r} under {root}")
     by_model: dict[str, list] = {}

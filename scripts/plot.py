@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from runtime import atomic  # noqa: E402
 from reports.results import (FULL_PRECISION, ResultsError, RunRecord, bits_slug, bits_sort_key,  # noqa: E402
                              load_runs, metric_label, read_metrics)
-from reports.results_table import ResultTable, build_table, row_sort_key  # noqa: E402
+from reports.results_table import ResultTable, build_table, one_run_per_seed, row_sort_key  # noqa: E402
 
 #: (metrics.jsonl key prefix, y-axis label, file suffix) of the per-layer figures
 LAYER_FIGURES = (("E_GL/", "E(G_L)  (mean |ĝ-g| / g_max, large gradients)", "E_GL"),
@@ -101,9 +101,9 @@ def _grid(n: int, ncols: int = 4):
 def plot_layer_curves(runs: list[RunRecord], out_dir: Path, *, layers: list[str] | None = None) -> list[Path]:
     """Figures (a) and (b) for every (experiment, data, model, bits) group of finished quantized runs."""
     groups: dict[tuple[str, str, str, str], dict[str, list[list[dict]]]] = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        if r.status == "finished" and r.quantizer != FULL_PRECISION:
-            groups[(r.name, r.data, r.model, r.bits)][r.quantizer].append(read_metrics(r.path))
+    finished = [r for r in runs if r.status == "finished" and r.quantizer != FULL_PRECISION]
+    for r in one_run_per_seed(finished)[0]:  # a rerun of a seed is drawn once, its newest run (as in the table)
+        groups[(r.name, r.data, r.model, r.bits)][r.quantizer].append(read_metrics(r.path))
     if layers is not None:  # check the selection before writing anything
         logged = {n for g in groups.values() for hs in g.values() for n in layer_names(hs)}
         if not logged.intersection(layers):

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/trs_report.py` from the checkout
 
 from reports.results import ResultsError, load_runs, read_metrics  # noqa: E402
+from reports.results_table import one_run_per_seed  # noqa: E402
 from runtime import atomic  # noqa: E402
 
 COLUMNS = (("start", "before training"), ("final", "final"), ("best", "best"))
@@ -46,7 +47,7 @@ def _phase_mean(rows: list[dict], key: str, phase: str) -> float | None:
 
 
 def report(root: str | Path, name: str) -> str:
-    runs = [r for r in load_runs(root, name=name) if r.counts]
+    runs, _ = one_run_per_seed([r for r in load_runs(root, name=name) if r.counts])  # a seed's reruns count once
     if not runs:
         raise ResultsError(f"no finished runs named {name!r} under {root}")
     cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -53,3 +53,21 @@ def test_trs_runs_get_a_target_vs_measured_transition_rate_figure(tmp_path, writ
     stem = "fmnist_table_fashion_mnist_resnet20_w2a2g32"
     assert {f"{stem}_transition_rate.png", f"{stem}_TR.png"} <= written
     assert (tmp_path / "fig" / f"{stem}_transition_rate.png").stat().st_size > 1000
+
+
+def test_a_rerun_of_a_seed_is_drawn_once(tmp_path, write_fake_run, monkeypatch):
+    """Two folders of seed 0 with one config (a rerun) and seed 1: the curves average two runs, not three."""
+    import scripts.plot as plot
+    from reports.results import load_runs
+
+    import os
+
+    for i, (run_id, seed) in enumerate((("seed=0", 0), ("again,seed=0", 0), ("seed=1", 1))):
+        run_dir = write_fake_run(tmp_path, run_id, quantizer="lbt", bits="4/4/4", seed=seed, model="resnet20",
+                                 top1=80.0)
+        os.utime(run_dir / "summary.json", (1e9 + i, 1e9 + i))  # written in this order, a second apart
+    read = []
+    real = plot.read_metrics
+    monkeypatch.setattr(plot, "read_metrics", lambda path: read.append(path.name) or real(path))
+    plot.plot_layer_curves(load_runs(tmp_path), tmp_path / "fig")
+    assert sorted(read) == ["again,seed=0", "seed=1"]  # the newer of the two seed-0 runs
