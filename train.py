@@ -185,8 +185,10 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,
                **found, "metric": primary, "start": state.start or None, "final": state.final, "best": state.best,
-               "best_epoch": state.best_epoch, "best_checkpoint": checkpoint.BEST_NAME, "epochs": run.specs.run.epochs, "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
-               "wall_time_s": round(time.perf_counter() - started, 2), "versions": run_info.versions(),
+               "best_epoch": state.best_epoch, "best_checkpoint": checkpoint.BEST_NAME, "epochs": run.specs.run.epochs,
+               "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
+               "wall_time_s": round(time.perf_counter() - started, 2), "finished_at": round(time.time(), 3),
+               "versions": run_info.versions(),
                "config": run_info.resolved(cfg)}
     if dist.is_main:
         atomic.write_json(run_dir / "summary.json", summary)

@@ -78,7 +78,7 @@ class RunRecord:
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     config_key: str = ""  # `result_config` of the summary's config: equal for reruns of one training run
-    written_at: float = 0.0  # summary.json's modification time: when a finished run wrote it last
+    written_at: float = 0.0  # when a finished run wrote summary.json last: its finished_at, else the file's mtime
 
     def value(self, which: str = "final") -> float | None:
         """The `which` ("final" or "best") primary metric, or None when the run has none (failed, no eval)."""
@@ -199,7 +199,9 @@ def load_run(run_dir: Path) -> RunRecord:
     """One run folder as a record; an unreadable summary.json becomes an "unreadable" record saying why."""
     try:
         s = _parse_summary(run_dir / SUMMARY)
-        written_at = (run_dir / SUMMARY).stat().st_mtime
+        written_at = s.get("finished_at")  # Unix time; copies (git clone, rsync) keep it, unlike the file's mtime
+        if isinstance(written_at, bool) or not isinstance(written_at, (int, float)):
+            written_at = (run_dir / SUMMARY).stat().st_mtime  # summaries written before finished_at existed
     except (OSError, ValueError) as err:
         return RunRecord(path=run_dir, status="unreadable", error=f"{type(err).__name__}: {err}",
                          name=run_dir.parent.name, run_id=run_dir.name)

@@ -259,3 +259,17 @@ def test_an_nce_search_run_is_never_averaged_with_plain_training(tmp_path, write
     assert section.cells[("resnet20 search=nce", "lbt", "4/4/4")].final.values == (14.76,)
     assert section.warnings == ()
     assert "| resnet20 search=nce | lbt | 14.76 (1) |" in render_markdown(table)
+
+
+def test_finished_at_in_the_summary_decides_which_rerun_is_newest(tmp_path, write_fake_run):
+    """A copied results folder (git clone) gives every summary the same mtime; finished_at still orders them."""
+    old = write_fake_run(tmp_path, "quant.bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                         model="resnet20", top1=80.0)
+    new = write_fake_run(tmp_path, "bits=4,quant.grad=lbt,seed=0", quantizer="lbt", bits="4/4/4", seed=0,
+                         model="resnet20", top1=82.0)
+    _edit_summary(old, finished_at=2_000_000.0)  # finished later, though its file is older
+    _edit_summary(new, finished_at=1_000_000.0)
+    _finished_at(old, 1_000_000)
+    _finished_at(new, 2_000_000)
+    cell = build_table(tmp_path).sections[0].cells[("resnet20", "lbt", "4/4/4")]
+    assert cell.final.values == (80.0,)
