@@ -36,7 +36,9 @@ MIN_BITS, MAX_BITS = 2, 24  # 24: float32 holds every value of a 24-bit fixed-po
 def apt_shift(x_max: Tensor, bits: Tensor | float) -> Tensor:
     """Power-of-two exponent s = ceil(log2(max|x| / (2^(n-1) - 1))): the smallest scale 2^s that covers max|x|."""
     limit = torch.exp2(bits - 1) - 1 if isinstance(bits, Tensor) else 2.0 ** (bits - 1) - 1
-    return torch.ceil(torch.log2(x_max / limit))
+    shift = torch.ceil(torch.log2(x_max / limit))
+    # float32 log2 can land one low near a power of two (e.g. 2^17 / (2^23 - 1) at 24 bits); limit * 2^s is exact
+    return torch.where(x_max > limit * torch.exp2(shift), shift + 1, shift)
 
 
 def quantize_apt(x: Tensor, shift: Tensor, bits: Tensor | float, *, stochastic: bool = False,

@@ -144,3 +144,16 @@ def test_eval_mode_rounds_on_the_held_grid_and_moves_nothing():
 def test_policy_rejects_bad_schedule_values_in_one_line(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         AptPolicy(**{field: value})
+
+
+def test_a_quantizer_check_promotes_8_to_24_at_once_and_rounds_this_step_at_24_bits():
+    """2^18 values of +-1 and one of 2^17: at 8 and 16 bits the steps are 2^11 and 2^3, so every 1 rounds to zero
+    and diff_bit = log2(1.5 / 0.5) -> far above the threshold at both; at 24 bits the step is 2^-5 and nothing is
+    lost, so the first check takes 24 (the loop), and this step is already rounded at 24 bits."""
+    q = layer_quantizer()
+    x = torch.ones(2 ** 18)
+    x[1::2] = -1.0
+    x[0] = 2.0 ** 17
+    out = q(x)  # the first step is a check
+    assert q.bits.item() == 24 and q.shift.item() == -5.0 and q.diff_bit.item() == 0.0
+    assert torch.equal(out, x)  # exact at 24 bits
