@@ -7,12 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SEEDS=${SEEDS:-0,1,2}
-ARGS="experiment=apt_fmnist progress=false threads=1 seed=$SEEDS"
-{ $PY train.py -m $ARGS quant=apt
-  $PY train.py -m $ARGS quant=fp32 seed=0; } &
-{ $PY train.py -m $ARGS quant=apt "quant.precision.candidates=[8]"
-  $PY train.py -m $ARGS quant=fp32 seed=1,2; } &
+ARGS="experiment=apt_fmnist progress=false threads=1"
+{ $PY train.py -m $ARGS quant=apt seed=0,1,2
+  $PY train.py -m $ARGS quant=fp32 seed=0,1; } &
+{ $PY train.py -m $ARGS quant=apt "quant.precision.candidates=[8]" seed=0,1,2
+  $PY train.py -m $ARGS quant=fp32 seed=2; } &
 wait
 $PY scripts/table.py --name apt_fmnist --command "bash scripts/apt_fmnist.sh"
 $PY scripts/plot.py --name apt_fmnist --bits apt8-24
