@@ -108,7 +108,9 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
                      precision=build(precision) if precision is not None else None,
                      kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"),
-                     weight_grid=OmegaConf.select(cfg, "quant.weight_grid", default="symmetric"))
+                     weight_grid=OmegaConf.select(cfg, "quant.weight_grid", default="symmetric"),
+                     grad_format=OmegaConf.select(cfg, "quant.grad_format", default="int"),
+                     grad_rounding=OmegaConf.select(cfg, "quant.grad_rounding", default="nearest"))
 
 
 def check_learning_rates(cfg: DictConfig) -> None:

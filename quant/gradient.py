@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from quant.float_format import FloatFormat
 from quant.grad.base import GradPolicy
 from quant.primitives import grid_index, symmetric_levels
 from quant.state import OptionalStateMixin
@@ -41,8 +42,8 @@ from quant.unwrap import unwrap
 # Layout of GradQuantizer.stats: a "fresh" flag (recorded since the last drain), then the statistics.
 STAT_NAMES = ("E_G", "E_GL", "clip_frac", "gamma", "g_max")
 # Layout of GradQuantizer.pending, sums over the backward passes since the last apply_deferred_updates: tensors
-# skipped, tensors that may move gamma, and their gamma used and clipped fraction (zero where they may not).
-PENDING_NAMES = ("skipped", "valid", "gamma_used", "clip_frac")
+# skipped, tensors that may move gamma, and their gamma used, clipped fraction and g_max (zero where they may not).
+PENDING_NAMES = ("skipped", "valid", "gamma_used", "clip_frac", "g_max")
 
 
 def _large_gradient_error(abs_error: Tensor, g: Tensor, fraction: float) -> Tensor:
@@ -58,9 +59,9 @@ class _QuantizeGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, pending: Tensor,
                 bits: int, policy: GradPolicy, recording: bool, warming_up: bool, deferred: bool,
-                large_fraction: float) -> Tensor:
+                large_fraction: float, fmt: FloatFormat | None) -> Tensor:
         stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, bits, policy, recording, warming_up, deferred,
-                         large_fraction)
+                         large_fraction, fmt)
         # A copy, not `y` or a view of it: an in-place op after the layer (ReLU(inplace=True) in VGG, AlexNet)
         # on a custom Function's view output is an autograd error. torch.compile fuses the copy away.
         return y.clone()
@@ -68,12 +69,12 @@ class _QuantizeGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out: Tensor):
         g_hat, _, _ = quantize_output_gradient(ctx, g_out)
-        return g_hat.to(g_out.dtype), None, None, None, None, None, None, None, None, None, None, None
+        return g_hat.to(g_out.dtype), *([None] * 12)
 
 
 def stash_grad_state(ctx, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor, pending: Tensor, bits: int,
                      policy: GradPolicy, recording: bool, warming_up: bool, deferred: bool,
-                     large_fraction: float) -> None:
+                     large_fraction: float, fmt: FloatFormat | None = None) -> None:
     """Put a GradQuantizer's state (GradQuantizer.function_args) on an autograd ctx for quantize_output_gradient.
 
     State tensors ride on ctx (not save_for_backward): they are mutated in backward, and a layer applied twice
@@ -81,7 +82,7 @@ def stash_grad_state(ctx, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed:
     """
     ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed, ctx.pending = gamma, skipped, stats, warmed, pending
     ctx.bits, ctx.policy, ctx.recording, ctx.warming_up = bits, policy, recording, warming_up
-    ctx.deferred, ctx.large_fraction = deferred, large_fraction
+    ctx.deferred, ctx.large_fraction, ctx.fmt = deferred, large_fraction, fmt
 
 
 def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -101,19 +102,25 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
     valid = torch.isfinite(g_max) & (g_max > 0)
 
     gamma_used = policy.choose_gamma(g, g_max, gamma, bits)
-    clip = gamma_used * g_max
-    levels = symmetric_levels(bits)
-    step = 2 * clip / levels
-    k = grid_index(g, -clip, step, levels, stochastic=True)  # quantize_symmetric, keeping the index
-    g_hat = torch.where(valid, k * step + -clip, g)
+    g_in, aux = policy.prepare(g)  # the tensor the grid sees (BHQ: block-transformed), shaped as the policy needs
+    clip = policy.clip(g_in, g_max, gamma_used)  # 0-dim, or one per row
     code = step_used = None
-    if codes:
-        code = torch.where(valid, k - levels // 2, 0.0)
-        step_used = torch.where(valid, step, g_max)
+    if ctx.fmt is None:  # the integer grid: 2^b - 1 values in [-c, c], stochastic rounding
+        levels = symmetric_levels(bits)
+        step = 2 * clip / levels
+        k = grid_index(g_in, -clip, step, levels, stochastic=True)  # quantize_symmetric, keeping the index
+        g_hat = k * step + -clip
+        if codes:
+            code = torch.where(valid, k - levels // 2, 0.0)
+            step_used = torch.where(valid, step, g_max)
+    else:  # a float format replaces the grid: clip scaled onto its largest value (docs/methods.md §1.10)
+        scale = clip / ctx.fmt.max_value
+        g_hat = ctx.fmt.quantize(g_in / scale) * scale
+    g_hat = torch.where(valid, policy.restore(g_hat, aux), g)
 
     clip_fraction = None
     if policy.needs_clip_fraction or ctx.recording:
-        clip_fraction = (g.abs() > clip).sum() / g.numel()
+        clip_fraction = (g_in.abs() > clip).sum() / g_in.numel()
     if ctx.recording:  # before the state update below: gamma_used may be the gamma buffer itself
         abs_error = (g_hat - g).abs()
         scale = torch.where(valid, 1 / g_max, 0.0)  # a skipped tensor reports zero error, not 0/0
@@ -126,10 +133,14 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
         zero = torch.zeros_like(g_max)
         ctx.pending.add_(torch.stack([
             (~valid).to(zero.dtype), valid.to(zero.dtype), torch.where(valid, gamma_used, zero),
-            zero if clip_fraction is None else torch.where(valid, clip_fraction, zero)]))
+            zero if clip_fraction is None else torch.where(valid, clip_fraction, zero), torch.where(valid, g_max, zero)]))
     else:
-        gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits) if policy.needs_clip_fraction \
-            else gamma_used
+        if policy.stores_range:  # the buffer is a range, moved by this gradient's maximum (in-hindsight)
+            gamma_next = policy.update_gamma(gamma, clip_fraction, bits, g_max)
+        elif policy.needs_clip_fraction:
+            gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits)
+        else:
+            gamma_next = gamma_used
         if ctx.warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
             gamma_next = policy.warmup_gamma(g, g_max, bits)
             ctx.warmed.logical_or_(valid)
@@ -150,9 +161,10 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
     accumulation). `_apply` moves it with the module (`.to(device)`).
     """
 
-    def __init__(self, bits: int, policy: GradPolicy, *, large_fraction: float = 1e-3, device=None) -> None:
+    def __init__(self, bits: int, policy: GradPolicy, *, large_fraction: float = 1e-3, fmt: FloatFormat | None = None,
+                 device=None) -> None:
         super().__init__()
-        self.bits, self.policy, self.large_fraction = bits, policy, large_fraction
+        self.bits, self.policy, self.large_fraction, self.fmt = bits, policy, large_fraction, fmt
         self.recording = False
         self.warming_up = False
         self.register_buffer("gamma", torch.tensor(policy.initial_gamma(), device=device))
@@ -170,7 +182,7 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
     def function_args(self) -> tuple:
         """The state an autograd Function hands to stash_grad_state (this module's or quant.integer's)."""
         return (self.gamma, self.skipped, self.stats, self.warmed, self.pending, self.bits, self.policy,
-                self.recording, self.warming_up, self.deferred, self.large_fraction)
+                self.recording, self.warming_up, self.deferred, self.large_fraction, self.fmt)
 
     def forward(self, y: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and y.requires_grad):
@@ -178,7 +190,7 @@ class GradQuantizer(OptionalStateMixin, nn.Module):
         return _QuantizeGradient.apply(y, *self.function_args())
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, policy={self.policy}"
+        return f"bits={self.bits}, policy={self.policy}" + (f", format={self.fmt.name}" if self.fmt else "")
 
 
 def named_grad_quantizers(model: nn.Module) -> list[tuple[str, GradQuantizer]]:

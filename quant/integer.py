@@ -213,9 +213,9 @@ class _IntegerLayer(torch.autograd.Function):
     def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, a_upper: Tensor, a_signed: Tensor,
                 w_scale: Tensor, op: LayerOp, a_bits: int, w_bits: int, w_grid: str, gamma: Tensor, skipped: Tensor,
                 stats: Tensor, warmed: Tensor, pending: Tensor, g_bits: int, policy, recording: bool,
-                warming_up: bool, deferred: bool, large_fraction: float) -> Tensor:
+                warming_up: bool, deferred: bool, large_fraction: float, fmt) -> Tensor:
         stash_grad_state(ctx, gamma, skipped, stats, warmed, pending, g_bits, policy, recording, warming_up,
-                         deferred, large_fraction)
+                         deferred, large_fraction, fmt)
         with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
             with span("quant.quantize"):
                 a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
@@ -268,7 +268,7 @@ class _IntegerLayer(torch.autograd.Function):
             if ctx.has_bias:
                 grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)
         return (_like(grad_x.to(x.dtype), ctx.nchw), grad_w.to(ctx.w_dtype), grad_bias, grad_upper, None, grad_scale,
-                None, None, None, None, None, None, None, None, None, None, None, None, None, None, None)
+                *([None] * 16))
 
 
 def integer_layer_forward(layer: nn.Module, x: Tensor) -> Tensor:

@@ -21,7 +21,8 @@ class IntervalFamily(QuantizerFamily):
     def quantizers(self, spec: QuantSpec, device) -> tuple[nn.Module, nn.Module, nn.Module]:
         wq = WeightQuantizer(spec.w_bits, device=device, grid=spec.weight_grid) if spec.w_bits else nn.Identity()
         aq = ActQuantizer(spec.a_bits, device=device) if spec.a_bits else nn.Identity()
-        gq = GradQuantizer(spec.g_bits, spec.grad, large_fraction=spec.large_fraction, device=device) \
+        gq = GradQuantizer(spec.g_bits, spec.grad, large_fraction=spec.large_fraction, fmt=spec.grad_float_format,
+                           device=device) \
             if spec.g_bits else nn.Identity()
         return wq, aq, gq
 
@@ -37,9 +38,10 @@ class IntervalFamily(QuantizerFamily):
         usable (MSE: the mean chosen gamma); a layer no rank could use keeps its gamma; `skipped` grows by the
         total."""
         quantizers = [q for _, q in members]
-        skipped, valid, gamma_sum, clip_sum = table.unbind(1)  # (L,) each
+        skipped, valid, gamma_sum, clip_sum, g_max_sum = table.unbind(1)  # (L,) each
         count = valid.clamp_min(1.0)
-        gamma_used, clip_fraction = gamma_sum / count, clip_sum / count
+        gamma_used, clip_fraction, g_max = gamma_sum / count, clip_sum / count, g_max_sum / count
+        stored = torch.stack([q.gamma for q in quantizers])
         updated, start = [], 0
         while start < len(quantizers):  # one vector per (policy, bits) group, contiguous by members()
             policy, bits = quantizers[start].policy, quantizers[start].bits
@@ -47,11 +49,15 @@ class IntervalFamily(QuantizerFamily):
             while end < len(quantizers) and (quantizers[end].policy, quantizers[end].bits) == (policy, bits):
                 end += 1
             part = slice(start, end)
-            updated.append(policy.update_gamma(gamma_used[part], clip_fraction[part], bits)
-                           if policy.needs_clip_fraction else gamma_used[part])
+            if policy.stores_range:  # in-hindsight: the stored range moves with the mean maximum
+                updated.append(policy.update_gamma(stored[part], clip_fraction[part], bits, g_max[part]))
+            elif policy.needs_clip_fraction:
+                updated.append(policy.update_gamma(gamma_used[part], clip_fraction[part], bits))
+            else:
+                updated.append(gamma_used[part])
             start = end
         gammas = [q.gamma for q in quantizers]
-        torch._foreach_copy_(gammas, list(torch.where(valid > 0, torch.cat(updated), torch.stack(gammas)).unbind()))
+        torch._foreach_copy_(gammas, list(torch.where(valid > 0, torch.cat(updated), stored).unbind()))
         torch._foreach_add_([q.skipped for q in quantizers], list(skipped.unbind()))
 
     def stats_tensor(self, model: nn.Module) -> Tensor | None:

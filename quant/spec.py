@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import dataclasses
+
 from quant.apt import AptPolicy
+from quant.float_format import FORMATS, GRAD_FORMATS, FloatFormat
 from quant.grad.base import GradPolicy
 from quant.grad.minmax import MinMaxPolicy
 from quant.primitives import WEIGHT_GRIDS
 
 MIN_BITS, MAX_BITS = 2, 16
 KERNELS = ("fake", "exact", "int8")
+GRAD_ROUNDINGS = ("nearest", "stochastic")
 INT8_MAX_BITS = 8
 
 
@@ -42,6 +46,10 @@ class QuantSpec:
     weight_grid: "symmetric" (LBT's, 2^b - 1 weight values: W2 is ternary) or "signed" (LSQ's and the TRS paper's
     Eq. 13, 2^b values in [-2^(b-1), 2^(b-1) - 1] steps), quant.primitives.weight_levels; every kernel and APT
     honour it.
+    grad_format: "int" (the fixed-point grid of §1.2) or a float format that replaces it for the output gradients
+    ("fp8_e5m2", "fp8_e4m3"; quant.float_format, docs/methods.md §1.10): the policy's clip is scaled onto the
+    format's largest value, and G must be 8 bits. grad_rounding: how a float format rounds ("nearest" even, or
+    "stochastic"); the integer grid always rounds stochastically.
     """
 
     w_bits: int | None = None
@@ -54,6 +62,8 @@ class QuantSpec:
     precision: AptPolicy | None = None
     kernel: str = "fake"
     weight_grid: str = "symmetric"
+    grad_format: str = "int"
+    grad_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -89,9 +99,35 @@ class QuantSpec:
                                      f"{bits}: lower it or use quant.kernel=exact")
         if self.weight_grid not in WEIGHT_GRIDS:
             raise ValueError(f"quant.weight_grid={self.weight_grid!r} is invalid: use one of {', '.join(WEIGHT_GRIDS)}")
+        self._check_grad_format()
+        if self.kernel != "fake" and not self.grad.per_tensor:
+            raise ValueError(f"quant.kernel={self.kernel} needs one gradient scale per tensor; {type(self.grad).__name__} "
+                             f"scales each sample's row: use quant.kernel=fake")
         if self.precision is not None and self.kernel != "fake":
             raise ValueError(f"quant.kernel={self.kernel} applies to the learnable-interval quantizers; APT "
                              f"(quant=apt) computes with quant.kernel=fake")
+
+    def _check_grad_format(self) -> None:
+        if self.grad_format not in GRAD_FORMATS:
+            raise ValueError(f"quant.grad_format={self.grad_format!r} is invalid: use one of {', '.join(GRAD_FORMATS)}")
+        if self.grad_rounding not in GRAD_ROUNDINGS:
+            raise ValueError(f"quant.grad_rounding={self.grad_rounding!r} is invalid: use one of "
+                             f"{', '.join(GRAD_ROUNDINGS)}")
+        if self.grad_format == "int":
+            return
+        if self.g_bits not in (None, 8):
+            raise ValueError(f"quant.bits.g={self.g_bits} is invalid with quant.grad_format={self.grad_format}: "
+                             f"an 8-bit float format needs quant.bits.g=8")
+        if self.kernel != "fake" or self.precision is not None:
+            raise ValueError(f"quant.grad_format={self.grad_format} computes with quant.kernel=fake and without APT: "
+                             f"use quant.kernel=fake, or quant.grad_format=int")
+
+    @property
+    def grad_float_format(self) -> FloatFormat | None:
+        """The output gradients' float format with its rounding, or None for the integer grid."""
+        if self.grad_format == "int":
+            return None
+        return dataclasses.replace(FORMATS[self.grad_format], stochastic=self.grad_rounding == "stochastic")
 
     @property
     def is_full_precision(self) -> bool:

@@ -33,7 +33,7 @@ SAME_FOLDER_KEYS = ("device", "compile", "progress", "threads", "log_every", "lo
                     "hydra.launcher.n_jobs", "checkpoint_every_min", "log_transitions")
 # Keys added after run folders were written with configs that lack them, and the value those runs used: an absent
 # key equals this (the resume check, the table's rerun pooling). Keys whose old behaviour is null need no entry.
-ADDED_KEY_DEFAULTS = {"quant.weight_grid": "symmetric"}
+ADDED_KEY_DEFAULTS = {"quant.weight_grid": "symmetric", "quant.grad_format": "int", "quant.grad_rounding": "nearest"}
 INT_OR_NULL = ("bits", "threads", "quant.bits.w", "quant.bits.a", "quant.bits.g", "data.train_subset",
                "data.train_limit", "data.test_limit")
 

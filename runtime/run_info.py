@@ -41,7 +41,8 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
     "data": "cifar100", "quant/grad": "lbt", "task": "classification"}; `bits` is `bits_label(...)` of the
     built QuantSpec. The model label is the choice, plus the built model's name when it differs from the
     choice: `model=timm model.name=resnet50` -> `timm:resnet50` (a generic config names its network only
-    through `name`). The quantizer is the `quant/grad` choice (the `quant` choice, `apt`, for an adaptive-precision
+    through `name`). The quantizer is the `quant/grad` choice, with `+<format>` for a float gradient format
+    (`minmax+fp8_e5m2`, `+sr` with stochastic rounding) (the `quant` choice, `apt`, for an adaptive-precision
     config), or `fp32` when nothing is quantized (a fixed ratio's gamma stays in the summary's config:
     `reports.results.quantizer_label` shows it). `optim` is the `optim` choice (sgd, sgd_multistep, adamw, sgdt,
     adamt, ...), or the optimizer class name in lower case.
@@ -61,6 +62,10 @@ def run_labels(cfg: DictConfig, choices: Mapping[str, Any], *, bits: str) -> dic
         quantizer = str(choices.get("quant") or _target_module(cfg.quant.precision))
     else:
         quantizer = str(choices.get("quant/grad") or _target_module(cfg.quant.grad))
+        grad_format = OmegaConf.select(cfg, "quant.grad_format", default="int")
+        if grad_format != "int":  # a float format replaces the grid: `minmax+fp8_e5m2`, `+sr` when stochastic
+            rounding = "+sr" if OmegaConf.select(cfg, "quant.grad_rounding") == "stochastic" else ""
+            quantizer = f"{quantizer}+{grad_format}{rounding}"
     optimizer = str(choices.get("optim") or str(cfg.optim.optimizer._target_).split(".")[-1].lower())
     return {"task": str(choices.get("task") or _target_module(cfg.task)), "model": model,
             "data": str(choices.get("data") or _target_module(cfg.data)), "quantizer": quantizer, "bits": bits,

@@ -48,7 +48,7 @@ class LBTPolicy(GradPolicy):
         """r* = alpha / (2^b - 1), the clipped fraction that minimises the large-gradient error bound."""
         return self.alpha / (2**bits - 1)
 
-    def update_gamma(self, gamma: Tensor, clip_fraction: Tensor, bits: int) -> Tensor:
+    def update_gamma(self, gamma: Tensor, clip_fraction: Tensor, bits: int, g_max: Tensor | None = None) -> Tensor:
         step = self.eta * torch.sign(clip_fraction - self.target(bits))
         return (gamma + step).clamp(self.gamma_min, 1.0)
 

@@ -134,7 +134,7 @@ def test_two_simulated_ranks_on_half_batches_end_with_identical_gamma_and_interv
             apply_deferred_updates(model)
         assert torch.equal(gammas(replicas[0]), gammas(replicas[1]))
         assert (pending[0][:, 1] == 1).all() and (pending[1][:, 1] == 1).all()  # usable gradients only
-        mean_gamma, mean_clip = (pending[0][:, 2:] + pending[1][:, 2:]).div(2).unbind(1)
+        mean_gamma, mean_clip = (pending[0][:, 2:4] + pending[1][:, 2:4]).div(2).unbind(1)
         expected = policy.update_gamma(mean_gamma, mean_clip, 4) if policy.needs_clip_fraction else mean_gamma
         torch.testing.assert_close(gammas(replicas[0]), expected, rtol=0, atol=1e-6)
     assert not torch.equal(gammas(alone[0]), gammas(alone[1]))  # without the reduction the ranks diverge
