@@ -110,9 +110,13 @@ class MSEPolicy(GradPolicy):
         lo, hi = float(self.gamma_min), 1.0
         for n in sizes:
             ratios = _log_grid(lo, hi, n, g.device)  # (n,)
-            error = expected_squared_error(values.unsqueeze(0), (ratios * g_max).unsqueeze(1), bits)  # (n, S)
-            best = (error * weights).sum(dim=1).argmin()
+            best = self.score(values.unsqueeze(0), weights, (ratios * g_max).unsqueeze(1), bits).argmin()
             # The optimum lies between the best's neighbours (at an end of the range: between it and its one).
             lo = _at(ratios, (best - 1).clamp(min=0))
             hi = _at(ratios, (best + 1).clamp(max=n - 1))
         return _at(ratios, best)
+
+    def score(self, values: Tensor, weights: Tensor, clips: Tensor, bits: int) -> Tensor:
+        """(K,) what the search minimises for each candidate clip (K, 1) on the scored values (1, S): here the
+        expected mean squared error; quant.grad.unified_int8 scores the cosine distance instead."""
+        return (expected_squared_error(values, clips, bits) * weights).sum(dim=1)

@@ -26,4 +26,4 @@ def test_quant_config_composes_into_a_valid_spec(quant, grad):
 
 
 def test_every_grad_policy_has_a_config():
-    assert GRADS == ["fixed", "lbt", "minmax", "mse"]
+    assert GRADS == ["bhq", "fixed", "hindsight", "lbt", "minmax", "mse", "psq", "unified_int8"]
