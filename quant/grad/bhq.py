@@ -36,7 +36,8 @@ def householder_vector(k: int, device=None) -> Tensor:
 
 def reflect(x: Tensor, u: Tensor) -> Tensor:
     """H x for H = I - 2 u u^T applied along dimension 1 of x (G, k, M): x - 2 u (u^T x)."""
-    return x - 2 * u[None, :, None] * torch.einsum("k,gkm->gm", u, x)[:, None, :]
+    u = u[None, :, None]  # (1, k, 1)
+    return x - 2 * u * (u * x).sum(dim=1, keepdim=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,17 +59,17 @@ class BHQPolicy(GradPolicy):
         padded = torch.cat([rows, rows.new_zeros(groups * k - n, rows.shape[1])])  # (G k, M)
         order = padded.abs().amax(dim=1).argsort(descending=True)  # (G k,) largest first
         # Block j: the j-th largest row, then the j-th row of every later tier of G rows.
-        slots = order.view(k, groups).t()  # (G, k)
+        slots = order.reshape(k, groups).t().contiguous()  # (G, k); contiguous: indexing by a transposed index
+        # gives eager strides that differ from the traced ones, and a compiled view then fails
         u = householder_vector(k, device=g.device)
         return reflect(padded[slots], u), (slots, u, g.shape, n)
 
     def clip(self, g: Tensor, g_max: Tensor, gamma: Tensor) -> Tensor:
         row_max = row_maxima(g.reshape(-1, g.shape[-1]))  # (G k, 1): every row of every block
-        return torch.where(row_max > 0, row_max, torch.ones_like(row_max)).view(g.shape[0], g.shape[1], 1)
+        return torch.where(row_max > 0, row_max, torch.ones_like(row_max)).reshape(g.shape[0], g.shape[1], 1)
 
     def restore(self, g_hat: Tensor, aux: object) -> Tensor:
         slots, u, shape, n = aux
-        back = reflect(g_hat, u)  # H is its own inverse
-        rows = torch.empty_like(back.reshape(-1, back.shape[-1])).index_copy_(0, slots.reshape(-1),
-                                                                             back.reshape(-1, back.shape[-1]))
+        back = reflect(g_hat, u).reshape(-1, g_hat.shape[-1])  # H is its own inverse; (G k, M) in slot order
+        rows = back[slots.reshape(-1).argsort()]  # back to the original row order (an inverse permutation)
         return rows[:n].reshape(shape)

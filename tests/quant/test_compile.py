@@ -7,7 +7,11 @@ import torch.nn as nn
 
 from quant import QuantSpec, drain_grad_stats, quantize_, set_recording, warmup_grad_intervals
 from quant.grad.lbt import LBTPolicy
+from quant.grad.bhq import BHQPolicy
+from quant.grad.hindsight import HindsightPolicy
 from quant.grad.mse import MSEPolicy
+from quant.grad.psq import PSQPolicy
+from quant.grad.unified_int8 import UnifiedInt8Policy
 
 
 def small_model(policy):
@@ -17,9 +21,13 @@ def small_model(policy):
     return quantize_(model, QuantSpec(w_bits=4, a_bits=4, g_bits=4, grad=policy))
 
 
-# Inductor for LBT (generated kernels, hashed noise); MSE's search only needs to trace without graph breaks.
-@pytest.mark.parametrize("policy, backend", [(LBTPolicy(), "inductor"), (MSEPolicy(), "aot_eager")])
-def test_compiled_quantized_model_trains_with_the_same_gamma_updates_as_eager(policy, backend):
+# Inductor for LBT (generated kernels, hashed noise); MSE's search and the field's baselines (docs/methods.md §1.10)
+# only need to trace without graph breaks.
+@pytest.mark.parametrize("policy, backend", [(LBTPolicy(), "inductor"), (MSEPolicy(), "aot_eager"),
+                                             (HindsightPolicy(), "aot_eager"), (PSQPolicy(), "aot_eager"),
+                                             (BHQPolicy(), "aot_eager"), (UnifiedInt8Policy(), "aot_eager")],
+                         ids=lambda p: getattr(type(p), "__name__", p))
+def test_compiled_quantized_model_trains_with_the_same_gamma_updates_as_eager(policy, backend, fresh_dynamo):
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
     eager = small_model(policy)
     loss = lambda m: nn.functional.cross_entropy(m(x), y)  # noqa: E731
