@@ -75,6 +75,19 @@ def test_two_step_run_on_integer_codes_lists_each_layers_kernel_in_the_summary(t
     assert {kernels[n] for n in wide} == {kernel} and {k for n, k in kernels.items() if n not in wide} == {narrow}
 
 
+@pytest.mark.parametrize("overrides, quantizer", [
+    (["bits=4", "quant/grad=hindsight"], "hindsight"), (["bits=4", "quant/grad=psq"], "psq"),
+    (["bits=4", "quant/grad=bhq"], "bhq"), (["bits=4", "quant/grad=unified_int8"], "unified_int8"),
+    (["bits=8", "quant/grad=minmax", "quant.grad_format=fp8_e5m2", "quant.grad_rounding=stochastic"],
+     "minmax+fp8_e5m2+sr")])
+def test_two_step_run_with_each_field_baseline_logs_gradient_error_under_its_name(tmp_path, overrides, quantizer):
+    summary = train.train(compose_cfg(tmp_path, [*TINY, *overrides]))
+    assert summary["status"] == "finished" and summary["quantizer"] == quantizer
+    rows = [json.loads(line) for line in (tmp_path / "default" / "test" / "metrics.jsonl").read_text().splitlines()]
+    errors = [v for k, v in rows[0].items() if k.startswith("E_G/")]
+    assert errors and all(0 <= e < 1 for e in errors) and any(e > 0 for e in errors)  # quantized, not passed through
+
+
 def test_full_precision_baseline_has_no_gradient_statistics(tmp_path):
     summary = train.train(compose_cfg(tmp_path, [*TINY, "quant=fp32"]))
     assert summary["bits"] == "fp32" and summary["quantizer"] == "fp32"

@@ -17,6 +17,7 @@ import torch.nn as nn
 from quant import (QuantSpec, apply_deferred_updates, quantize_, set_deferred_updates, set_recording,
                    sync_quant_state, warmup_grad_intervals)
 from quant.forward import ActQuantizer
+from quant.grad.hindsight import HindsightPolicy
 from quant.grad.lbt import LBTPolicy
 from quant.grad.minmax import MinMaxPolicy
 from quant.grad.mse import MSEPolicy
@@ -151,6 +152,23 @@ def test_a_rank_with_an_unusable_gradient_does_not_move_gamma_and_skips_are_summ
     expected = LBTPolicy().update_gamma(torch.tensor(1.0), clip, 4)  # rank 1's statistics alone
     assert all(q.gamma == expected and q.skipped == 1 for q in quantizers)
     assert all(not q.pending.any() for q in quantizers)  # cleared
+
+
+def test_in_hindsight_ranks_move_one_shared_range_by_the_mean_of_their_maxima():
+    policy = HindsightPolicy(momentum=0.9)
+    quantizers = [GradQuantizer(4, policy) for _ in range(2)]
+    maxima = []
+    for step in range(3):
+        for rank, q in enumerate(quantizers):
+            q.deferred = True
+            g = torch.randn(1000) * (1 + rank) * (step + 1)  # each rank its own range
+            maxima.append(g.abs().max())
+            q(torch.zeros(1000, requires_grad=True)).backward(g)
+        before = quantizers[0].gamma.clone()
+        simulate_ranks(quantizers, apply_deferred_updates)
+        mean_max = (maxima[-1] + maxima[-2]) / 2
+        expected = mean_max if step == 0 else 0.9 * before + 0.1 * mean_max
+        assert all(torch.allclose(q.gamma, expected) for q in quantizers)
 
 
 def test_a_layer_applied_twice_accumulates_both_passes_into_one_update():
