@@ -22,6 +22,7 @@ im2col (quant.im2col), quantize (the integer path's quantizers, quant.integer's 
     python scripts/bench_step.py                          # CPU, 2 threads, prints a Markdown table
     python scripts/bench_step.py --device cuda --out results/bench/cuda.md
     python scripts/bench_step.py --models resnet20,resnet18,vit_tiny --bits 8,4 --policies lbt --kernel int8 --split
+    python scripts/bench_step.py --bits 8 --policies minmax,minmax+fp8_e5m2,psq   # policy+format: a float G format
 
 --conv-rules F/B,... repeats every quantized row once per channel rule of quant.integer (3x3 convolutions int8 in
 the forward from F channels, in the backward from B), in the same process: the measurement behind that rule.
@@ -102,9 +103,13 @@ class MemoryProbe:
 
 
 def row_overrides(name: str, bits: int, model: str = "resnet20", kernel: str = "fake") -> list[str]:
-    """The trainer's overrides for one row: FP32, or W/A/G = bits with the named gradient policy."""
-    quant = ["quant=fp32"] if name == "fp32" else [f"bits={bits}", f"quant/grad={name}", f"quant.kernel={kernel}"]
-    return [*MODELS[model][0], *quant]
+    """The trainer's overrides for one row: FP32, or W/A/G = bits with the named gradient policy; `policy+format`
+    (e.g. minmax+fp8_e5m2) quantizes the gradients to that float format instead of the integer grid."""
+    if name == "fp32":
+        return [*MODELS[model][0], "quant=fp32"]
+    policy, _, grad_format = name.partition("+")
+    quant = [f"bits={bits}", f"quant/grad={policy}", f"quant.kernel={kernel}"]
+    return [*MODELS[model][0], *quant, *([f"quant.grad_format={grad_format}"] if grad_format else [])]
 
 
 class Config:
@@ -216,13 +221,16 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
                    f"{kinds.count('fake')} fake (kernel_choices); first/last layers stay FP32. ")
     counts = counts.strip()
     lines = [f"### {title}, batch {batch_size}, {shape[1]}x{shape[2]}", "", counts, "",
-             "| config | mode | ms/step | ratio to FP32 (same mode) | ratio to best FP32 | memory (MiB) "
-             "| first steps incl. compile (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| config | mode | ms/step | ratio to FP32 (same mode) | ratio to best FP32 | ratio to min-max (same "
+             "mode and bits) | memory (MiB) | first steps incl. compile (s) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    minmax = {(c.bits, c.conv_rule): c for c in quantized if c.name == "minmax"}
     for config in configs:
         for mode in modes:
             key = (config, mode)
+            base = minmax.get((config.bits, config.conv_rule)) if config.name != "fp32" else None
+            to_minmax = f"{median_ms[key] / median_ms[base, mode]:.2f}x" if base is not None else ""
             lines.append(f"| {config.label} | {mode} | {median_ms[key]:.1f} | {median_ms[key] / median_ms[fp32, mode]:.2f}x "
-                         f"| {median_ms[key] / best_fp32:.2f}x | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
+                         f"| {median_ms[key] / best_fp32:.2f}x | {to_minmax} | {peaks[key]:.0f} | {compile_s[key]:.0f} |")
     if splits:
         lines += ["", "One profiled eager step per row (ms; GEMM: int8 `_int_mm`, oneDNN int8 conv (weight reorder "
                   "included) and fp32 matmul/conv kernels, im2col: quant.im2col, quantize: the integer path's "
@@ -273,7 +281,7 @@ def main() -> None:
     if any(r is not None and (len(r) != 2 or min(r) < 1) for r in args.conv_rules):
         raise SystemExit(f"--conv-rules {args.conv_rules}: use F/B pairs of positive channel counts, e.g. 16/64,64/64")
     models = [m for m in args.models.split(",") if m]
-    unknown = ([n for n in args.policies if n not in POLICIES] + [m for m in args.modes if m not in ("eager", "compile")]
+    unknown = ([n for n in args.policies if n.partition("+")[0] not in POLICIES] + [m for m in args.modes if m not in ("eager", "compile")]
                + [m for m in models if m not in MODELS])
     if unknown:
         raise SystemExit(f"unknown policy/mode/model {unknown}: use policies from {sorted(POLICIES)}, modes "

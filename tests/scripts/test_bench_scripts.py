@@ -59,6 +59,16 @@ def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
     assert "(conv rule 64/64): 5 layers int8, 0 int8-forward (backward exact), 13 exact" in report
 
 
+def test_bench_step_times_each_policy_and_a_float_format_relative_to_min_max(tmp_path):
+    report = run_bench("bench_step.py", "--models", "resnet20", "--batch-size", "4", "--bits", "8",
+                       "--policies", "minmax,psq,minmax+fp8_e5m2", "--modes", "eager", "--warmup", "1",
+                       "--rounds", "1", "--steps", "1", out=tmp_path / "step.md")
+    rows = {r[0]: r for r in table_rows(report) if r[1] == "eager"}
+    assert set(rows) == {"FP32", "W8A8G8 minmax", "W8A8G8 psq", "W8A8G8 minmax+fp8_e5m2"}
+    assert rows["FP32"][5] == "" and ratio(rows["W8A8G8 minmax"][5]) == 1.0
+    assert ratio(rows["W8A8G8 psq"][5]) > 0 and ratio(rows["W8A8G8 minmax+fp8_e5m2"][5]) > 0
+
+
 def test_bench_step_rejects_a_malformed_conv_rule():
     proc = subprocess.run([sys.executable, "scripts/bench_step.py", "--conv-rules", "16"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
