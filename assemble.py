@@ -103,14 +103,12 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
         w, a, g = cfg.quant.bits.w, cfg.quant.bits.a, cfg.quant.bits.g
     keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
     precision = OmegaConf.select(cfg, "quant.precision")  # quant=apt: adaptive bit-widths (docs/methods.md §4)
+    newer = {key: OmegaConf.select(cfg, f"quant.{key}", default=default) for key, default in  # absent in older runs
+             (("kernel", "fake"), ("weight_grid", "symmetric"), ("grad_format", "int"), ("grad_rounding", "nearest"))}
     return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
-                     precision=build(precision) if precision is not None else None,
-                     kernel=OmegaConf.select(cfg, "quant.kernel", default="fake"),
-                     weight_grid=OmegaConf.select(cfg, "quant.weight_grid", default="symmetric"),
-                     grad_format=OmegaConf.select(cfg, "quant.grad_format", default="int"),
-                     grad_rounding=OmegaConf.select(cfg, "quant.grad_rounding", default="nearest"))
+                     precision=build(precision) if precision is not None else None, **newer)
 
 
 def check_learning_rates(cfg: DictConfig) -> None:

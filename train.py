@@ -188,8 +188,7 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
                "best_epoch": state.best_epoch, "best_checkpoint": checkpoint.BEST_NAME, "epochs": run.specs.run.epochs,
                "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
                "wall_time_s": round(time.perf_counter() - started, 2), "finished_at": round(time.time(), 3),
-               "versions": run_info.versions(),
-               "config": run_info.resolved(cfg)}
+               "versions": run_info.versions(), "config": run_info.resolved(cfg)}
     if dist.is_main:
         atomic.write_json(run_dir / "summary.json", summary)
         logger.summary(summary)
@@ -216,8 +215,6 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"error: {e}", file=sys.stderr)  # a rejected command leaves no file and no folder, train.log included
         remove_empty_run_dir(cfg)
         sys.exit(2)
-    except SystemExit:
-        raise
     except OSError as e:
         if e.errno not in atomic.WRITE_ERRNOS:
             raise
