@@ -40,7 +40,8 @@ class HindsightPolicy(GradPolicy):
         return 0.0  # no range yet: the first gradient uses its own maximum
 
     def choose_gamma(self, g: Tensor, g_max: Tensor, gamma: Tensor, bits: int) -> Tensor:
-        return torch.where(gamma > 0, gamma / g_max, torch.ones_like(g_max))
+        # A zero or non-finite gradient is passed through unquantized; its reported ratio stays 1, not inf or NaN.
+        return torch.where((gamma > 0) & (g_max > 0) & torch.isfinite(g_max), gamma / g_max, torch.ones_like(g_max))
 
     def update_gamma(self, gamma: Tensor, clip_fraction: Tensor, bits: int, g_max: Tensor | None = None) -> Tensor:
         return torch.where(gamma > 0, self.momentum * gamma + (1 - self.momentum) * g_max, g_max)

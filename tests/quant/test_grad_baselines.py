@@ -76,6 +76,12 @@ def test_in_hindsight_clips_at_the_range_of_earlier_steps_and_then_updates_it():
     assert out.abs().max().item() == pytest.approx(c)  # saturated at the previous range
     assert quantizer.gamma.item() == pytest.approx(0.9 * c + 0.1 * large.abs().max().item())
 
+    c = quantizer.gamma.clone()
+    quantizer.recording = True
+    assert torch.equal(quantize_backward(quantizer, torch.zeros(1000)), torch.zeros(1000))  # passed through
+    assert torch.equal(quantizer.gamma, c) and quantizer.skipped.item() == 1  # the range is kept, the skip counted
+    assert torch.isfinite(quantizer.stats).all()
+
 
 @pytest.mark.parametrize("policy", [HindsightPolicy(), PSQPolicy(), BHQPolicy(), UnifiedInt8Policy()],
                          ids=lambda p: type(p).__name__)
