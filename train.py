@@ -25,7 +25,7 @@ from tqdm import tqdm
 from assemble import ConfigError, Run, assemble, read_specs
 from optim.trs import drain_transition_stats
 from runtime import atomic, checkpoint, cli, distributed, run_info
-from runtime.compile import eager_fallbacks
+from runtime.compile import eager_fallbacks, fresh_compile_state
 from runtime.preemption import PreemptionGuard
 from runtime.run_lock import RunInUseError, run_lock
 from runtime.run_folder import RunFolderRefused, check_run_folder, record_failure, remove_empty_run_dir
@@ -50,7 +50,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
     dist = distributed.setup(specs.run.device)
     with ExitStack() as cleanup:
         cleanup.callback(distributed.teardown, dist)
-        fallbacks_before = eager_fallbacks()  # the summary lists what this run's compiled code ran eagerly, and why
+        fallbacks_before = fresh_compile_state()  # the summary lists what this run's compiled code ran eagerly
         run = assemble(cfg, specs, dist)
         ckpt = checkpoint.load(run_dir, world=dist.world)  # or checkpoint.prev.pt; CheckpointError: bad input
         state = TrainState.from_checkpoint(ckpt, dist.device)

@@ -59,6 +59,17 @@ def compile_model(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def fresh_compile_state() -> Counter[str]:
+    """Start a run with dynamo's caches empty and return the eager fallbacks so far (to diff at the end).
+
+    A Hydra multirun trains its jobs one after another in one process: the earlier jobs' graphs (of models that no
+    longer exist) count against dynamo's limit of 8 graphs per code object; past it every later job's model runs
+    eagerly, and only the job that crossed it records "Dynamo recompile limit exceeded" (seen in
+    results/grad_baselines, made before this reset: from the third job of each multirun on)."""
+    torch._dynamo.reset()
+    return eager_fallbacks()
+
+
 def eager_fallbacks() -> Counter[str]:
     """Why compiled code ran eagerly, so far in this process: dynamo's graph breaks and backend failures (an op
     Inductor cannot lower makes dynamo run that frame eagerly, with only a warning), each reason's first line, with

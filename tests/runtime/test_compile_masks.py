@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from quant import QuantSpec, quantize_
 from quant.apt import AptPolicy
-from runtime.compile import compile_model, eager_fallbacks
+from runtime.compile import compile_model, eager_fallbacks, fresh_compile_state
 
 
 def saved_dtypes(fn, x: torch.Tensor) -> tuple[set[torch.dtype], torch.Tensor]:
@@ -89,3 +89,28 @@ def test_compile_targets_compiles_only_the_named_submodules_in_place(fresh_dynam
     assert compiled is model and list(compiled.state_dict()) == keys  # checkpoints and quant.keep_fp names unchanged
     assert model.dense._compiled_call_impl is not None  # the dense part did compile
     assert eager_fallbacks() - before == {}, "the data-dependent forward was compiled"
+
+
+def test_a_new_run_compiles_afresh_after_earlier_jobs_used_up_the_recompile_limit(fresh_dynamo):
+    class Scaled(nn.Module):  # one code object, a new graph per instance (as each multirun job's model)
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x * self.k
+
+    def graphs_compiled(modules):
+        graphs = []
+
+        def backend(gm, inputs):
+            graphs.append(gm)
+            return gm.forward
+        for m in modules:
+            torch.compile(m, backend=backend)(torch.randn(4))
+        return len(graphs)
+
+    assert graphs_compiled([Scaled(k) for k in range(12)]) == 8  # earlier "jobs" use up dynamo's limit of 8 ...
+    assert graphs_compiled([Scaled(100)]) == 0  # ... and a later job's model would run eagerly, without a word
+    fresh_compile_state()  # what train.train does first
+    assert graphs_compiled([Scaled(k) for k in range(200, 205)]) == 5
