@@ -41,6 +41,7 @@ import time
 from dataclasses import replace
 
 import torch
+import torch._dynamo
 import torch._inductor.config
 
 from quant import kernel_rule
@@ -177,6 +178,9 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
     channels_last = not args.no_channels_last
     modes = args.modes
     rows = [("fp32", 32, None)] + [(p, b, r) for b in args.bits for p in args.policies for r in args.conv_rules]
+    # Every row compiles the same model code (forward, with and without statistics): past dynamo's limit of 8
+    # graphs per code object the later rows would silently run their "compile" mode eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(rows))
     configs, compile_s = [], {}
     for name, bits, rule in rows:
         config = Config(name, bits, device, batch_size, shape[1], channels_last, model, args.kernel, rule)
