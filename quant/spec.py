@@ -1,9 +1,7 @@
 """QuantSpec: the validated description of what to quantize, built once from the config by train.py."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import dataclasses
+from dataclasses import dataclass, field, replace
 
 from quant.apt import AptPolicy
 from quant.float_format import FORMATS, GRAD_FORMATS, FloatFormat
@@ -127,7 +125,7 @@ class QuantSpec:
         """The output gradients' float format with its rounding, or None for the integer grid."""
         if self.grad_format == "int":
             return None
-        return dataclasses.replace(FORMATS[self.grad_format], stochastic=self.grad_rounding == "stochastic")
+        return replace(FORMATS[self.grad_format], stochastic=self.grad_rounding == "stochastic")
 
     @property
     def is_full_precision(self) -> bool:

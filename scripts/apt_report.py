@@ -7,7 +7,6 @@ int8, apt8-24 = APT), mean ± std over seeds of the final and best top-1, the bi
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections import defaultdict
@@ -16,15 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/apt_report.py` from the checkout
 
 from reports.results import ResultsError, load_runs, read_metrics  # noqa: E402
+from reports.markdown_report import mean_std, report_main  # noqa: E402
 from reports.results_table import one_run_per_seed  # noqa: E402
-from runtime import atomic  # noqa: E402
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    mean = fmt.format(statistics.fmean(values))
-    return f"{mean} ± {fmt.format(statistics.stdev(values))} ({len(values)})" if len(values) > 1 else f"{mean} (1)"
 
 
 def _last_logged(rows: list[dict]) -> dict:
@@ -64,7 +56,7 @@ def report(root: str, name: str) -> str:
         per_epoch = _per_epoch(histories)
         last = [row for row in last if row]
         cost = [row["apt/cost"] for row in last]
-        roles = " / ".join(_mean_std([row[f"apt/bits_{k}"] for row in last], "{:.1f}").split(" (")[0]
+        roles = " / ".join(mean_std([row[f"apt/bits_{k}"] for row in last], "{:.1f}").split(" (")[0]
                            for k in "wag") if last else "-"
         promoted = "-"
         if last:
@@ -72,27 +64,14 @@ def report(root: str, name: str) -> str:
                       for row in last]
             layers = sum(1 for key in last[0] if key.startswith("bits_g/"))
             promoted = " / ".join(f"{statistics.fmean(c[i] for c in counts):.1f}" for i in range(3)) + f" (of {layers})"
-        lines.append(f"| {bits} | {_mean_std(final, '{:.2f}')} | {_mean_std(best, '{:.2f}')} | {per_epoch} | "
-                     f"{_mean_std(cost, '{:.4f}') if cost else '-'} | {roles} | {promoted} |")
+        lines.append(f"| {bits} | {mean_std(final, '{:.2f}')} | {mean_std(best, '{:.2f}')} | {per_epoch} | "
+                     f"{mean_std(cost, '{:.4f}') if cost else '-'} | {roles} | {promoted} |")
     lines += ["", "fp32: 1.0 by definition; all-8-bit gives 1/16 = 0.0625. Bits and cost at the last logging step."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="results")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--out", help="also write the Markdown here")
-    args = parser.parse_args(argv)
-    try:
-        text = report(args.root, args.name)
-    except ResultsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    if args.out:
-        atomic.write_text(Path(args.out), text)
-    return 0
+    return report_main(report, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ logging steps of a run, then mean ± std over seeds. The per-layer curves are sc
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections import defaultdict
@@ -16,18 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/grad_error_report.py` from the checkout
 
 from reports.results import ResultsError, bits_sort_key, load_runs, read_metrics  # noqa: E402
+from reports.markdown_report import mean_std, report_main  # noqa: E402
 from reports.results_table import one_run_per_seed  # noqa: E402
-from runtime import atomic  # noqa: E402
 
 STATS = ("E_G", "E_GL", "clip_frac", "gamma")
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{fmt.format(values[0])} (1)"
-    return f"{fmt.format(statistics.fmean(values))} ± {fmt.format(statistics.stdev(values))} ({len(values)})"
 
 
 def run_means(rows: list[dict]) -> dict[str, float]:
@@ -56,9 +47,9 @@ def report(root: str, name: str) -> str:
     for bits, quantizer in sorted(groups, key=lambda k: (bits_sort_key(k[0]), k[1])):
         members, _ = one_run_per_seed(groups[bits, quantizer])  # a seed's reruns count once, as in the table
         means = [run_means(read_metrics(r.path)) for r in members]
-        cells = [_mean_std([m[s] for m in means if s in m], "{:.2e}" if s == "clip_frac" else "{:.4f}")
+        cells = [mean_std([m[s] for m in means if s in m], "{:.2e}" if s == "clip_frac" else "{:.4f}")
                  for s in STATS]
-        top1 = _mean_std([r.value("final") for r in members], "{:.2f}")
+        top1 = mean_std([r.value("final") for r in members], "{:.2f}")
         lines.append(f"| {bits} | {quantizer} | {top1} | " + " | ".join(cells) + " |")
     lines += ["", "E(G), E(G_L): relative to the tensor's max |g|, so comparable across quantizers whatever their grid; "
               "gamma: the clip over max |g| that the quantizer used (1 for per-row and float-format choices)."]
@@ -66,20 +57,7 @@ def report(root: str, name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="results")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--out", help="also write the Markdown here")
-    args = parser.parse_args(argv)
-    try:
-        text = report(args.root, args.name)
-    except ResultsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    if args.out:
-        atomic.write_text(Path(args.out), text)
-    return 0
+    return report_main(report, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ the transition columns.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections import defaultdict
@@ -17,20 +16,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/trs_report.py` from the checkout
 
 from reports.results import ResultsError, load_runs, read_metrics  # noqa: E402
+from reports.markdown_report import mean_std, report_main  # noqa: E402
 from reports.results_table import one_run_per_seed  # noqa: E402
-from runtime import atomic  # noqa: E402
 
 COLUMNS = (("start", "before training"), ("final", "final"), ("best", "best"))
 PHASES = ("early", "late")
 CURVES = (("trs/rate", "k_t", "{:.2e}"), ("trs/distance", "distance", "{:.3f}"), ("step", "U_t or lr", "{:.2e}"))
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-    if not values:
-        return ""
-    mean = fmt.format(statistics.fmean(values))
-    return f"{mean} ± {fmt.format(statistics.stdev(values))} ({len(values)})" if len(values) > 1 \
-        else f"{mean} (1)"
 
 
 def _phase_mean(rows: list[dict], key: str, phase: str) -> float | None:
@@ -68,8 +59,8 @@ def report(root: str | Path, name: str) -> str:
     lines = [f"## {name}: accuracy and transition dynamics, mean ± std over seeds (number of seeds)", "",
              "| optim | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for optim in sorted(cells):
-        row = [_mean_std(cells[optim][c], "{:.2f}") for c, _ in COLUMNS]
-        row += [_mean_std(cells[optim][f"{phase} {key}"], fmt) for phase in PHASES for key, _, fmt in CURVES]
+        row = [mean_std(cells[optim][c], "{:.2f}", empty="") for c, _ in COLUMNS]
+        row += [mean_std(cells[optim][f"{phase} {key}"], fmt, empty="") for phase in PHASES for key, _, fmt in CURVES]
         lines.append(f"| {optim} | " + " | ".join(row) + " |")
     lines += ["", "k_t: the fraction of quantized weights whose integer code changed in a step (mean over the logged "
               "steps of that tenth of training); distance: mean distance of the latent weights to their nearest "
@@ -78,20 +69,7 @@ def report(root: str | Path, name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--root", default="results")
-    parser.add_argument("--out", default=None, help="write the Markdown here (default: print it)")
-    args = parser.parse_args(argv)
-    try:
-        text = report(args.root, args.name)
-    except ResultsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.out:
-        atomic.write_text(Path(args.out), text)
-    print(text, end="")
-    return 0
+    return report_main(report, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
