@@ -9,7 +9,7 @@ computed from the quantized error signal, as in the paper (and the official code
     g_max = max|g|,  c = gamma * g_max,  D = 2c / (2^b - 2)
     g_hat = clamp(floor((g + c) / D + u), 0, 2^b - 2) * D - c,  u ~ U[0, 1)   (stochastic, saturating)
 
-(u: torch.rand in eager mode, a vectorised integer hash under torch.compile; see quant.primitives.uniform_like.)
+(u: torch.rand, except a vectorised integer hash under torch.compile on the CPU; see quant.primitives.uniform_like.)
 
 gamma comes from the policy (quant.grad.*) and the layer's `gamma` buffer. A gradient whose g_max is 0 or not
 finite passes through unchanged and increments the on-device `skipped` counter (no NaN, no host sync).

@@ -27,16 +27,29 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
-INT32_SAFE_K = 2**31 // (255 * 127)  # longest reduction whose exact integer sum cannot overflow int32
+INT32_SAFE_K = (2**31 // (255 * 127)) // 8 * 8  # longest reduction whose exact int32 sum cannot overflow, a multiple of 8
+
+
+def int_mm(a: Tensor, b: Tensor, pad: bool | None = None) -> Tensor:
+    """torch._int_mm, with CUDA's shape rules (more than 16 rows, K and N multiples of 8) met by zero padding
+    (`pad`, default: on CUDA): zero codes add nothing to an integer sum, so the result is the same."""
+    if not (a.is_cuda if pad is None else pad):
+        return torch._int_mm(a, b)
+    (m, k), n = a.shape, b.shape[1]
+    pad_m, pad_k, pad_n = (24 - m if m <= 16 else 0), -k % 8, -n % 8
+    if not (pad_m or pad_k or pad_n):
+        return torch._int_mm(a, b)
+    a = torch.nn.functional.pad(a, (0, pad_k, 0, pad_m))
+    b = torch.nn.functional.pad(b, (0, pad_n, 0, pad_k))
+    return torch._int_mm(a, b)[:m, :n]
 
 
 def int_matmul(a: Tensor, b: Tensor) -> Tensor:
     """(M, K) int8 @ (K, N) int8, exact: int32 for K <= INT32_SAFE_K, else int64 from int32 chunks."""
     k = a.shape[1]
     if k <= INT32_SAFE_K:
-        return torch._int_mm(a, b)
-    return sum(torch._int_mm(a[:, i:i + INT32_SAFE_K], b[i:i + INT32_SAFE_K]).long()
-               for i in range(0, k, INT32_SAFE_K))
+        return int_mm(a, b)
+    return sum(int_mm(a[:, i:i + INT32_SAFE_K], b[i:i + INT32_SAFE_K]).long() for i in range(0, k, INT32_SAFE_K))
 
 
 def span(name: str):

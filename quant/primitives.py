@@ -63,7 +63,8 @@ def hashed_uniform_like(t: Tensor, seed: Tensor) -> Tensor:
     than this vectorised hash on a 2M-element gradient); eager and compiled results are identical.
     """
     mask = 0xFFFFFFFF
-    x = (torch.arange(t.numel(), device=t.device, dtype=torch.int64).view(t.shape) * 0x9E3779B9 + seed) & mask
+    golden = 0x9E3779B9 - 2**32  # the same low 32 bits as a signed int32: Triton refuses 0x9E3779B9 beside int32 indices
+    x = (torch.arange(t.numel(), device=t.device, dtype=torch.int64).view(t.shape) * golden + seed) & mask
     x = x ^ (x >> 16)
     x = (x * 0x21F0AAAD) & mask
     x = x ^ (x >> 15)
@@ -73,8 +74,9 @@ def hashed_uniform_like(t: Tensor, seed: Tensor) -> Tensor:
 
 
 def uniform_like(t: Tensor) -> Tensor:
-    """U[0, 1) noise shaped like `t`: torch.rand_like in eager mode (one kernel), a hash under torch.compile."""
-    if torch.compiler.is_compiling() and t.numel() < 2**31:
+    """U[0, 1) noise shaped like `t`: torch.rand_like, except a hash under torch.compile on the CPU (Inductor's CUDA
+    `rand` is Philox, vectorised already)."""
+    if torch.compiler.is_compiling() and t.device.type == "cpu" and t.numel() < 2**31:
         return hashed_uniform_like(t, torch.randint(0, 2**31, (), device=t.device))
     return torch.rand_like(t)
 

@@ -193,6 +193,16 @@ def test_int32_accumulation_is_split_where_it_could_overflow():
     assert torch.equal(int_matmul(a, b), a.long() @ b.long())
 
 
+@pytest.mark.parametrize("m,k,n", [(16, 66311, 8), (1, 3, 5), (24, 8, 8)])
+def test_the_padding_cuda_int_mm_needs_leaves_the_product_unchanged(m, k, n):
+    """CUDA's _int_mm wants more than 16 rows and K, N multiples of 8 (seen on an H200): zero padding meets them."""
+    from quant.im2col import int_mm
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=gen)
+    b = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=gen)
+    assert torch.equal(int_mm(a, b, pad=True).long(), a.long() @ b.long())
+
+
 def quantized_model(make, kernel):
     torch.manual_seed(0)
     return quantize_(make(), QuantSpec(w_bits=8, a_bits=8, g_bits=8, grad=LBTPolicy(), kernel=kernel))
