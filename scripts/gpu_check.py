@@ -27,18 +27,14 @@ steps each, the GPU synchronised at the ends of a round's steps only, as in trai
 rounds; ratios to bf16 in the same process and mode. The report is written (atomically) even when interrupted.
 --dry-run: CPU, one worker per core, no compiled rows, no sync checks (CUDA only): ~55 s of CPU time.
 
-Time on one H200 with the defaults: an ESTIMATE, nothing here has run on a GPU yet. Start-up (imports, CUDA
-context, one batch) ~10 s. Phase 1 ~240 s, set by the slowest worker (ResNet-18 or ViT-S): 3 compiled rows at
-~40 s (bf16) and ~60-90 s (quantized: custom autograd functions, more graph) each, 4 processes compiling on
-16 cores at once (for scale: a cold CPU compile of quantized ResNet-18 took ~115 s on 2 cores,
-results/bench/int8_step_resnet18.md); 9 eager rows at ~2 s (build, warm-up, memory step); exactness ~10 s.
-Phase 2 ~100 s: 12 variants x 20 steps per model, at ~35-150 ms a step for ResNet-18 and ViT-S (batch 128),
-~30-50 ms for EDSR and ~100-200 ms for FCOS (launch- and Python-bound at batch 16). Total ~6 min. Guard:
---budget-s (default 450 s): a worker not ready after 70% of it is stopped so the others are still timed; at
-the budget everything left is stopped and reported as not measured (exit 1). Too slow? --compile-rows bf16
-saves ~2.5 min; --models or --steps cut further. --parallel 1 gives uncontended compile times (~10 min).
-Expected failure, from reading the code: CUDA's torch._int_mm needs more than 16 rows, and FCOS's P7 level (1x1)
-at batch 16 gives its int8 convolutions 16: the fcos int8 rows and its int8 = exact check should fail so.
+Time on one H200 (2026-12-04, results/bench/gpu.md): start-up ~10 s; phase 1 ~4 min, set by ViT-S (quantized
+compiles of 74-88 s with four workers compiling at once; FCOS's quantized compile 123 s); phase 2 ~40 s for three
+models. `--budget-s 365 --steps 12 --rounds 3` timed ResNet-18, ViT-S and EDSR and stopped FCOS at its 70% guard:
+give the defaults (450 s) or more for FCOS's timings. Guard: --budget-s: a worker not ready after 70% of it is
+stopped so the others are still timed; at the budget everything left is stopped and reported as not measured
+(exit 1). Too slow? --compile-rows bf16 saves ~2.5 min; --models or --steps cut further. --parallel 1 gives
+uncontended compile times. Running it where the image lacks this project's pure-Python dependencies: put copies
+of hydra, omegaconf, antlr4 and timm (and a pycocotools wheel for FCOS) on PYTHONPATH.
 """
 from __future__ import annotations
 

@@ -41,3 +41,28 @@ def test_a_failed_check_a_failed_row_or_an_unfinished_worker_fails_the_report():
                       "edsr: W4A4G4 lbt int8, eager: RuntimeError: boom",
                       "fcos: stopped at the time budget (--budget-s)"]
     assert "result: **FAIL**" in text and "| FAILED: RuntimeError: boom |" in text and "| **FAIL** |" in text
+
+
+def test_a_sync_is_allowed_only_where_torchvision_detection_code_made_it():
+    """As an H200 run reported them: the innermost frames decide (torchvision's own code may sync), not the
+    trainer's frame that called it."""
+    from traceback import FrameSummary
+
+    from scripts.gpu_check_worker import _sync_site, sync_check
+
+    def site(*frames):  # repository files as ROOT/..., library files under a site-packages
+        return _sync_site([FrameSummary(f"{ROOT}/{path[5:]}" if path.startswith("repo/") else
+                                        f"/env/lib/python3.12/site-packages/{path}", line, name)
+                           for path, line, name in frames])
+
+    tv = site(("repo/tasks/detection.py", 45, "loss"), ("torchvision/models/detection/fcos.py", 604, "forward"),
+              ("torchvision/models/detection/transform.py", 167, "normalize"))
+    giou = site(("repo/tasks/detection.py", 45, "loss"), ("torchvision/ops/giou_loss.py", 47, "giou"),
+                ("torchvision/ops/_utils.py", 103, "_loss_inter_union"))
+    ours = site(("repo/train.py", 80, "step"), ("repo/quant/gradient.py", 12, "backward"))
+    assert tv == f"{ROOT}/tasks/detection.py:45 (via torchvision/models/detection/transform.py:167 normalize " \
+                 "< torchvision/models/detection/fcos.py:604 forward)"
+    assert sync_check({"syncs": {tv: 16, giou: 5}}) == (True, "no sync outside torchvision's detection code "
+                                                                 "(21 there: FCOS's loss)")
+    passed, detail = sync_check({"syncs": {tv: 16, ours: 1}})
+    assert not passed and detail.startswith(f"1 sync(s): {ROOT}/quant/gradient.py:12 (via gradient.py:12")
