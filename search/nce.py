@@ -5,12 +5,16 @@ is quantized, and the trainer calls `NceSearch.step` after every weight step:
 
 - every free width (models/widths.py: a block's inner conv_i -> conv_{i+1} width) gets a ladder of candidate widths
   (`ratios` x the original width, then `expand_step` increments up to `max_ratio`); the layer is built at the ladder's
-  widest width and its output (after its BatchNorm) is `sum_j p_j * pad(O[:C_j])` with p = softmax of the layer's
-  architecture logits over the *active* candidates: a per-channel mask `sum_j p_j [c < C_j]` (WidthMixture);
+  widest width; with `alignment=cwi` (TAS, the default) each step samples two active candidates by Gumbel-softmax
+  at temperature tau (linear from `tau_max` to `tau_min` over the epochs), normalises each with its own BatchNorm,
+  resamples it by channel-wise interpolation and sums them with the sampled weights (supernet.CandidateMixture);
+  `alignment=zero_pad` mixes every candidate zero-padded behind one BatchNorm (WidthMixture); logits ~ N(0, init_std);
 - weights train on the training split with the trainer's own step; the logits train on a held-out split of it
-  (first-order bilevel: one Adam step per weight step, after `warmup_epochs`) on
-  `L_task + flops_weight * relu(E[MACs] / budget_macs - 1) + params_weight * relu(E[params] / budget_params - 1)`,
-  with E[.] exact under the independent softmaxes (ExpectedCost) and the budgets `budget` x the original network's;
+  (first-order bilevel: one Adam step per weight step, after `warmup_epochs`) on `L_task + flops_weight * L_macs +
+  params_weight * L_params`. `budget_mode=two_sided` (TAS): L = +log(E/budget) while the argmax network is over the
+  budget, -log(E/budget) while it is under budget x (1 - tolerance), 0 inside; `at_most` relu(E/budget - 1),
+  `match` |E/budget - 1|. E[.] is exact under the independent softmaxes (search.cost.ExpectedCost), the budgets
+  `budget` x the original network's;
 - expansion: every `check_every` steps, a layer whose widest active candidate has probability > `threshold` gets
   the next ladder width as a new candidate (its logit starts equal to the widest one's: the mass is split);
 - at the end the argmax widths, narrowed while over budget (the most probable narrower step first), are written as a
@@ -30,10 +34,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from models.widths import LayerCost, count_cost, current_widths, layer_costs
+from models.widths import count_cost, current_widths
 from runtime import atomic
 from runtime.cli import CONFIG_DIR
-from search.supernet import WidthChoice, WidthMixture, architecture_parameters, to_supernet
+from search.cost import ExpectedCost
+from search.supernet import architecture_parameters, set_temperature, to_supernet
 
 log = logging.getLogger(__name__)
 FOUND_MARK = "# Found by the NCE search"  # first line of every config this search writes
@@ -51,43 +56,6 @@ def export_path(export_name: str | None) -> Path | None:
         raise ValueError(f"search.export_name={export_name} would overwrite {path}, a model config the NCE search did "
                          f"not write: choose another name")
     return path
-
-
-class ExpectedCost:
-    """MACs and params of a supernet at given widths, or their expectation under its width softmaxes.
-
-    Every conv / linear layer costs `per * c_in * c_out`; a free width is an independent random variable, so
-    E[c_in * c_out] = E[c_in] * E[c_out] and the expectation is exact and differentiable in the logits. At one-hot
-    logits it is the count of the discrete network (models.widths.count_cost).
-    """
-
-    def __init__(self, model: nn.Module, example: Tensor, choices: dict[str, WidthChoice]) -> None:
-        self.costs: list[LayerCost] = layer_costs(model, example)
-        self.names = list(choices)
-        self.out_choice = {name: name for name in choices}  # conv name -> the free width deciding its output
-        self.in_choice = {}  # conv name -> the free width deciding its input: conv_i's width is conv_(i+1)'s input
-        for name in choices:
-            prefix, index = name.rsplit("conv", 1)
-            self.in_choice[f"{prefix}conv{int(index) + 1}"] = name
-        mixtures = {id(m.bn) for m in model.modules() if isinstance(m, WidthMixture)}
-        self.fixed_bn_params = sum(2 * m.num_features for m in model.modules()
-                                   if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in mixtures)
-        self.choices = choices
-
-    def __call__(self) -> tuple[Tensor, Tensor]:
-        """(E[MACs], E[params]) under the current softmaxes."""
-        return self.at({name: choice.expected_width() for name, choice in self.choices.items()})
-
-    def at(self, widths: dict) -> tuple:
-        """(MACs, params) with each free width (by its conv's name) at `widths[name]`: ints give the discrete
-        network's count, expected widths (tensors) the expectation."""
-        macs = params = 0.0
-        for c in self.costs:
-            cin = widths[self.in_choice[c.name]] if c.name in self.in_choice else c.in_channels
-            cout = widths[self.out_choice[c.name]] if c.name in self.out_choice else c.out_channels
-            macs = macs + c.macs_per * cin * cout
-            params = params + c.params_per * cin * cout + (cout if c.bias else 0)
-        return macs, params + self.fixed_bn_params + sum(2 * widths[name] for name in self.names)
 
 
 class NullSearch:
@@ -115,9 +83,10 @@ class NceSearch:
     def __init__(self, model: nn.Module, bundle, *, model_config, heldout_fraction: float = 0.5,
                  ratios=(0.25, 0.5, 0.75, 1.0), expand_step: float = 0.25, max_ratio: float = 2.0,
                  threshold: float = 0.5, check_every: int = 50, warmup_epochs: float = 0.0, lr: float = 3e-3,
-                 betas=(0.5, 0.999), weight_decay: float = 1e-3, flops_weight: float = 1.0, params_weight: float = 1.0,
-                 budget: float = 1.0, budget_mode: str = "at_most", export_name: str | None = None,
-                 seed: int = 0) -> None:
+                 betas=(0.5, 0.999), weight_decay: float = 1e-3, flops_weight: float = 2.0, params_weight: float = 2.0,
+                 budget: float = 1.0, budget_mode: str = "two_sided", tolerance: float = 0.05,
+                 alignment: str = "cwi", init_std: float = 0.01, tau_max: float = 10.0, tau_min: float = 0.1,
+                 epochs: int = 1, export_name: str | None = None, seed: int = 0) -> None:
         ratios = tuple(ratios)
         if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in ratios):
             raise ValueError(f"search.ratios={list(ratios)} is invalid: use positive width ratios, e.g. [0.25, 0.5, 1.0]")
@@ -128,9 +97,13 @@ class NceSearch:
         if max_ratio < max(ratios) or expand_step <= 0:
             raise ValueError(f"search.max_ratio={max_ratio}, expand_step={expand_step} are invalid: need max_ratio >= "
                              f"max(ratios)={max(ratios)} and expand_step > 0")
-        if budget_mode not in ("at_most", "match"):
-            raise ValueError(f"search.budget_mode={budget_mode} is invalid: use at_most (pay only above the budget) or "
-                             f"match (pay for any distance from it)")
+        if budget_mode not in ("two_sided", "at_most", "match"):
+            raise ValueError(f"search.budget_mode={budget_mode} is invalid: use two_sided (TAS: steer the argmax network "
+                             f"into [budget x (1 - tolerance), budget]), at_most (pay only above the budget) or match "
+                             f"(pay for any distance from it)")
+        if not 0 <= tolerance < 1 or not 0 < tau_min <= tau_max:
+            raise ValueError(f"search.tolerance={tolerance}, tau_min={tau_min}, tau_max={tau_max} are invalid: need "
+                             f"0 <= tolerance < 1 and 0 < tau_min <= tau_max")
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"search.check_every={check_every} is invalid: use an integer >= 1")
         if warmup_epochs < 0:
@@ -151,15 +124,18 @@ class NceSearch:
         self.original_widths = current_widths(model)
         self.budget = {key: budget * value for key, value in self.original.items()}
         self.heldout = hold_out(heldout_fraction, seed)
-        self.choices = to_supernet(model, ratios=ratios, expand_step=expand_step, max_ratio=max_ratio)
+        self.choices = to_supernet(model, ratios=ratios, expand_step=expand_step, max_ratio=max_ratio,
+                                   alignment=alignment, init_std=init_std, seed=seed)
         self.cost = ExpectedCost(model, self.example, self.choices)
         self.model = model
         self.optimizer = torch.optim.Adam(architecture_parameters(model), lr=lr, betas=tuple(betas),
                                           weight_decay=weight_decay)
         self.threshold, self.check_every = threshold, check_every
         self.flops_weight, self.params_weight = flops_weight, params_weight
-        self.distance = F.relu if budget_mode == "at_most" else torch.abs
+        self.budget_mode, self.tolerance = budget_mode, tolerance
         self.start_step = math.ceil(warmup_epochs * len(bundle.train))
+        self.steps_per_epoch, self.epochs, self.tau_range = len(bundle.train), max(int(epochs), 1), (tau_max, tau_min)
+        self.temperature(0)
         self.heldout_epoch, self.heldout_batch, self._batches = 0, 0, None
         self.expansions = 0
 
@@ -178,15 +154,37 @@ class NceSearch:
         self.heldout_batch += 1
         return batch
 
+    def _distance(self, expected: Tensor, argmax_cost: Tensor, budget: float) -> Tensor:
+        ratio = expected / budget
+        if self.budget_mode == "at_most":
+            return F.relu(ratio - 1)
+        if self.budget_mode == "match":
+            return (ratio - 1).abs()
+        # TAS (get_flop_loss): -log E[cost] while the argmax network is under budget - tolerance, +log E[cost] while
+        # it is over the budget, nothing in between; a tensor sign, so no host sync
+        over, under = argmax_cost > budget, argmax_cost < budget * (1 - self.tolerance)
+        return torch.log(ratio) * (over.float() - under.float())
+
     def cost_loss(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(penalty, E[MACs] / budget, E[params] / budget); at_most: relu(ratio - 1), match: |ratio - 1|."""
+        """(penalty, E[MACs] / budget, E[params] / budget), the penalty by `budget_mode`."""
         macs, params = self.cost()
-        macs_ratio, params_ratio = macs / self.budget["macs"], params / self.budget["params"]
-        penalty = self.flops_weight * self.distance(macs_ratio - 1) + self.params_weight * self.distance(params_ratio - 1)
-        return penalty, macs_ratio, params_ratio
+        argmax_macs, argmax_params = self.cost.at({n: c.argmax_width_tensor() for n, c in self.choices.items()})
+        penalty = self.flops_weight * self._distance(macs, argmax_macs, self.budget["macs"]) + \
+            self.params_weight * self._distance(params, argmax_params, self.budget["params"])
+        return penalty, macs / self.budget["macs"], params / self.budget["params"]
+
+    def temperature(self, step: int) -> float:
+        """TAS's schedule: tau from tau_max at the first epoch linearly to tau_min at the last."""
+        tau_max, tau_min = self.tau_range
+        epoch = min(step // max(self.steps_per_epoch, 1), self.epochs - 1)
+        tau = tau_max - (tau_max - tau_min) * epoch / max(self.epochs - 1, 1)
+        set_temperature(self.choices.values(), tau)
+        return tau
 
     def step(self, step_model: nn.Module, task, step: int) -> None:
         """One architecture step on a held-out batch (after the warm-up), then the expansion check when due."""
+        if step % max(self.steps_per_epoch, 1) == 0:
+            self.temperature(step)  # the epoch's tau for the steps that follow
         if step <= self.start_step:
             return
         logits = self.optimizer.param_groups[0]["params"]

@@ -17,8 +17,10 @@ from models.timm_model import create as timm_create
 from models.torchvision_model import create as tv_create
 from models.widths import apply_widths, count_cost, current_widths, width_pairs
 from runtime.cli import CONFIG_DIR
-from search.nce import ExpectedCost, NceSearch
-from search.supernet import WidthChoice, WidthMixture, architecture_parameters, candidate_ladder, to_supernet
+from search.cost import ExpectedCost
+from search.nce import NceSearch
+from search.supernet import (CandidateMixture, WidthChoice, WidthMixture, architecture_parameters, candidate_ladder,
+                             cwi_matrix, to_supernet)
 
 TINY = ["data=synthetic", "data.num_train=128", "data.num_test=32", "data.batch_size=32", "optim.epochs=1",
         "log_every=1", "progress=false", "logger.wandb.mode=disabled"]
@@ -224,14 +226,125 @@ def test_imagenet_resnets_search_and_cost_like_the_cifar_ones(build):
 
 def test_budget_modes_pay_above_the_budget_or_for_any_distance_from_it():
     """At the start E[width] = 0.625 x the original: under budget. at_most pays nothing, match pays the distance."""
-    at_most = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None)
+    at_most = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None,
+                        budget_mode="at_most")
     match = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None,
                       budget_mode="match", params_weight=0.0)
     penalty, macs_ratio, _ = at_most.cost_loss()
     assert penalty.item() == 0.0 and 0.5 < macs_ratio.item() < 0.75
     penalty, macs_ratio, _ = match.cost_loss()
-    assert penalty.item() == pytest.approx(1 - macs_ratio.item(), rel=1e-5)
+    assert penalty.item() == pytest.approx(2 * (1 - macs_ratio.item()), rel=1e-5)  # flops_weight 2
     penalty.backward()  # pulls every layer's expected width up
     assert all((c.logits.grad[3] < 0) for c in match.choices.values())
     with pytest.raises(ValueError, match="budget_mode=exact"):
         NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, budget_mode="exact")
+
+
+@pytest.mark.parametrize("pick,sign", [(0, -1), (3, 0), (7, 1)], ids=["under", "inside", "over"])
+def test_two_sided_cost_follows_the_argmax_network_up_or_down(pick, sign):
+    """TAS: the argmax network under budget x 0.95 is pushed up (-log E), over the budget down (+log E), at the
+    original widths (= the budget) left alone."""
+    search = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None)
+    for choice in search.choices.values():
+        choice.active.fill_(8)
+        with torch.no_grad():
+            choice.logits.zero_()
+            choice.logits[pick] = 3.0  # the argmax, with the expectation still spread
+    penalty, macs_ratio, params_ratio = search.cost_loss()
+    expected = sign * 2 * (math.log(macs_ratio.item()) + math.log(params_ratio.item()))
+    assert penalty.item() == pytest.approx(expected, abs=1e-5)
+    penalty.backward()
+    for choice in search.choices.values():  # descent raises the widest candidate's logit under budget, lowers it over
+        assert torch.sign(choice.logits.grad[7]).item() == sign  # sign -1 (under): a negative gradient, a rising logit
+
+
+def test_channel_wise_interpolation_is_average_pooling_over_channels():
+    assert torch.equal(cwi_matrix(torch.tensor(2), torch.tensor(4), 4),
+                       torch.tensor([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]))
+    assert torch.equal(cwi_matrix(torch.tensor(3), torch.tensor(2), 4),
+                       torch.tensor([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    x = torch.randn(2, 5, 3, 3)
+    for c_in, c_out in [(5, 8), (5, 3), (4, 7), (2, 2)]:
+        pooled = nn.functional.adaptive_avg_pool3d(x[:, None, :c_in], (c_out, 3, 3))[:, 0]  # TAS's ChannelWiseInter
+        mixed = torch.einsum("oc,nchw->nohw", cwi_matrix(torch.tensor(c_in), torch.tensor(c_out), 8)[:c_out, :5], x)
+        torch.testing.assert_close(mixed, pooled)
+
+
+def mixture(ladder=(2, 4, 6, 8), active=3, seed=0):
+    torch.manual_seed(seed)
+    choice = WidthChoice(list(ladder), active=active, init_std=0.01, generator=torch.Generator().manual_seed(seed))
+    bn = nn.BatchNorm2d(ladder[-1])
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    return CandidateMixture(bn, choice), choice
+
+
+def test_candidate_mixture_is_tas_two_batchnorms_interpolated_and_weighted(monkeypatch):
+    mix, choice = mixture()
+    with torch.no_grad():
+        mix.weight.uniform_(0.5, 1.5), mix.bias.uniform_(-0.5, 0.5)  # each candidate's BN its own affine
+    picked, weights = torch.tensor([2, 0]), torch.tensor([0.7, 0.3])
+    monkeypatch.setattr(choice, "sample", lambda: (picked, weights))
+    x = torch.randn(4, 8, 3, 3)
+    out = mix.train()(x)
+    expected = torch.zeros_like(x)
+    for j, w in zip(picked.tolist(), weights.tolist()):
+        c = int(choice.widths[j])
+        normed = nn.functional.batch_norm(x[:, :c], None, None, mix.weight[j, :c], mix.bias[j, :c], training=True)
+        expected[:, :6] += w * nn.functional.adaptive_avg_pool3d(normed[:, None], (6, 3, 3))[:, 0]  # to the wider: 6
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    assert torch.all(out[:, 6:] == 0)
+
+
+def test_per_candidate_batchnorm_statistics_are_kept_apart(monkeypatch):
+    mix, choice = mixture()
+    monkeypatch.setattr(choice, "sample", lambda: (torch.tensor([0, 2]), torch.tensor([0.5, 0.5])))
+    before = mix.running_mean.clone(), mix.running_var.clone()
+    x = torch.randn(16, 8, 4, 4) * 3 + 2
+    mix.train()(x)
+    for stats, old in zip((mix.running_mean, mix.running_var), before):
+        assert not torch.equal(stats[0], old[0]) and not torch.equal(stats[2], old[2])  # the sampled two moved
+        assert torch.equal(stats[1], old[1]) and torch.equal(stats[3], old[3])  # the others did not
+    torch.testing.assert_close(mix.running_mean[0], 0.9 * before[0][0] + 0.1 * x.mean((0, 2, 3)))
+    # Evaluation: the most probable candidate alone, with its own running statistics
+    with torch.no_grad():
+        choice.logits.copy_(torch.tensor([0.0, 5.0, 0.0, 9.0]))  # index 3 is inactive: candidate 1 (4 wide) wins
+    out = mix.eval()(x)
+    bn = nn.functional.batch_norm(x[:, :4], mix.running_mean[1, :4], mix.running_var[1, :4], mix.weight[1, :4],
+                                  mix.bias[1, :4], training=False)
+    torch.testing.assert_close(out[:, :4], bn, rtol=1e-4, atol=1e-5)
+    assert torch.all(out[:, 4:] == 0)
+
+
+def test_two_active_candidates_are_sampled_per_step_in_proportion_to_their_probability():
+    _, choice = mixture(ladder=(2, 4, 6, 8, 10), active=4)
+    with torch.no_grad():
+        choice.logits.copy_(torch.tensor([0.0, 0.0, 0.0, 2.0, 50.0]))  # the 5th is inactive
+    choice.tau.fill_(1.0)
+    counts = torch.zeros(5)
+    for _ in range(400):
+        picked, weights = choice.sample()
+        assert picked.shape == (2,) and picked[0] != picked[1] and int(picked.max()) < 4
+        assert weights.sum().item() == pytest.approx(1.0) and weights.requires_grad
+        counts[picked] += 1
+    assert counts[4] == 0 and counts[3] > counts[:3].max()  # never the inactive one; the preferred one most often
+    assert counts[:3].min() > 0  # but every active candidate is sampled
+
+
+def test_a_short_search_at_budget_one_lands_in_budget_and_widens_a_layer():
+    """The bar: a search at budget 1.0 ends with the found network's MACs within [0.9, 1.0] x the original's, and
+    the expansion ladder lets at least one layer grow past its original width."""
+    b = synthetic_bundle(root="", num_train=64, num_test=8, in_channels=1, image_size=12, batch_size=8, seed=0)
+    model = resnet20(in_channels=1)
+    search = NceSearch(model, b, model_config={"_target_": "models.resnet_cifar.resnet20"}, export_name=None,
+                       lr=0.05, check_every=5, epochs=1)
+    task = SimpleNamespace(to_device=lambda batch, device: batch,
+                           loss=lambda m, batch: nn.functional.cross_entropy(m(batch[0]), batch[1]))
+    model.train()
+    for step in range(1, 201):
+        search.step(model, task, step)
+    found = search.found()
+    ratio = found["macs"] / search.original["macs"]
+    assert 0.9 <= ratio <= 1.0, (ratio, found)
+    originals = [c.widths[3].item() for c in search.choices.values()]  # ratios[3] = 1.0: the original width
+    assert any(w > o for w, o in zip(found["widths"], originals)), (found["widths"], originals)
