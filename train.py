@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from assemble import ConfigError, Run, assemble, read_specs
 from optim.trs import drain_transition_stats
-from runtime import atomic, checkpoint, cli, distributed, run_info
+from runtime import atomic, checkpoint, cli, distributed, run_folder, run_info
 from runtime.compile import eager_fallbacks, fresh_compile_state
 from runtime.preemption import PreemptionGuard
 from runtime.run_lock import RunInUseError, run_lock
@@ -177,9 +177,9 @@ def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> boo
 
 def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: list[str], fallbacks_before,
            started: float) -> dict:
-    """summary.json (atomically), W&B's summary; NCE's found widths are written as a model config."""
+    """summary.json (atomically), W&B's summary; a search's found network is written as a model config."""
     dist, primary = run.dist, f"test/{run.task.metric}"
-    found = run.search.finish(run_dir) if dist.is_main else {}
+    found = run_folder.write_found(run_dir, run.search.finish()) if dist.is_main else {}  # NCE: the found network
     fallbacks = dict(eager_fallbacks() - fallbacks_before) if run.specs.run.compile else None
     if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")

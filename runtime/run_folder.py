@@ -50,3 +50,15 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
                                                      "run_id": run_dir.name, "error": f"{type(error).__name__}: {error}"})
     except OSError as e:  # a full disk or a read-only folder: say so, and keep the original error
         log.error(f"could not record the failure in {run_dir}: {e}")
+
+
+def write_found(run_dir: Path, found) -> dict:
+    """A search's found network (search.nce.FoundNetwork, or None): its model config written atomically to
+    `<run_dir>/found_model.yaml` and, when exported, to configs/model/; returns its summary entry."""
+    if found is None:
+        return {}
+    text = found.text(run_dir)
+    atomic.write_text(run_dir / "found_model.yaml", text)
+    if found.export:
+        atomic.write_text(found.export, text)
+    return found.summary

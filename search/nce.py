@@ -17,47 +17,28 @@ is quantized, and the trainer calls `NceSearch.step` after every weight step:
   `budget` x the original network's;
 - expansion: every `check_every` steps, a layer whose widest active candidate has probability > `threshold` gets
   the next ladder width as a new candidate (its logit starts equal to the widest one's: the mass is split);
-- at the end the argmax widths, narrowed while over budget (the most probable narrower step first), are written as a
-  model config: `<run_dir>/found_model.yaml` and `configs/model/<export_name>.yaml`, trained with `model=<export_name>`.
+- at the end the argmax widths, narrowed while over budget (the most probable narrower step first), are handed back
+  (search.found.FoundNetwork) and the trainer writes them as a model config: `<run_dir>/found_model.yaml` and
+  `configs/model/<export_name>.yaml`, trained with `model=<export_name>`.
 """
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from models.widths import count_cost, current_widths
-from runtime import atomic
-from runtime.cli import CONFIG_DIR
 from search.cost import ExpectedCost
+from search.found import FoundNetwork, export_path
 from search.supernet import architecture_parameters, set_temperature, to_supernet
 
 log = logging.getLogger(__name__)
-FOUND_MARK = "# Found by the NCE search"  # first line of every config this search writes
-
-
-def export_path(export_name: str | None) -> Path | None:
-    """configs/model/<export_name>.yaml; refuses a name that would overwrite a model config the search did not write."""
-    if not export_name:
-        return None
-    if not isinstance(export_name, str) or not export_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"search.export_name={export_name!r} is invalid: use letters, digits, '_' or '-' (it becomes "
-                         f"configs/model/<export_name>.yaml)")
-    path = CONFIG_DIR / "model" / f"{export_name}.yaml"
-    if path.exists() and not path.read_text().startswith(FOUND_MARK):
-        raise ValueError(f"search.export_name={export_name} would overwrite {path}, a model config the NCE search did "
-                         f"not write: choose another name")
-    return path
-
-
 class NullSearch:
     """No architecture search (the default): the trainer's hooks do nothing."""
 
@@ -73,8 +54,8 @@ class NullSearch:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def finish(self, run_dir: Path) -> dict:
-        return {}
+    def finish(self) -> None:
+        return None
 
 
 class NceSearch:
@@ -269,8 +250,9 @@ class NceSearch:
             narrowed += 1
         return {"widths": widths, "narrowed_to_budget": narrowed, "macs": int(round(macs)), "params": int(round(params))}
 
-    def finish(self, run_dir: Path) -> dict:
-        """Write the found widths as a model config; returns the summary's `nce` entry."""
+    def finish(self) -> FoundNetwork:
+        """The found network (its config and the summary's `nce` entry), checked against the built network's count;
+        the trainer writes it (runtime.run_folder.write_found)."""
         found = self.found()
         built = count_cost(self.build_found(found["widths"]), self.example)  # the config as model=... builds it
         if built != {"macs": found["macs"], "params": found["params"]}:
@@ -281,17 +263,12 @@ class NceSearch:
                   "original_macs": self.original["macs"], "original_params": self.original["params"],
                   "budget_macs": self.budget["macs"], "budget_params": self.budget["params"],
                   "narrowed_to_budget": found["narrowed_to_budget"], "expansions": self.expansions}
-        header = "\n".join([
-            f"{FOUND_MARK} {run_dir} (docs/methods.md §2): {type(self.model).__name__}, one width per",
-            f"# free layer ({', '.join(names)}).",
-            f"# MACs {found['macs']:,} (original {self.original['macs']:,}, budget {int(self.budget['macs']):,}); params "
-            f"{found['params']:,} (original {self.original['params']:,}). Retrain: python train.py model=<this file's name>",
-            ""])
-        text = header + yaml.safe_dump({**self.model_config, "widths": found["widths"]}, sort_keys=False)
-        atomic.write_text(run_dir / "found_model.yaml", text)
         if self.export:
-            atomic.write_text(self.export, text)
             report["config"] = f"model={self.export.stem}"
             log.info(f"NCE: found widths {found['widths']} ({found['macs'] / self.original['macs']:.3f}x the original "
                      f"MACs) -> {self.export}; retrain with `python train.py model={self.export.stem}`")
-        return {"nce": report}
+        header = [f"{type(self.model).__name__}, one width per free layer ({', '.join(names)}).",
+                  f"MACs {found['macs']:,} (original {self.original['macs']:,}, budget {int(self.budget['macs']):,}); "
+                  f"params {found['params']:,} (original {self.original['params']:,}).",
+                  "Retrain: python train.py model=<this file's name>"]
+        return FoundNetwork({"nce": report}, {**self.model_config, "widths": found["widths"]}, header, self.export)

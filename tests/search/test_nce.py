@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 from hydra import compose, initialize_config_dir
 
 import train
@@ -17,6 +18,7 @@ from models.timm_model import create as timm_create
 from models.torchvision_model import create as tv_create
 from models.widths import apply_widths, count_cost, current_widths, width_pairs
 from runtime.cli import CONFIG_DIR
+from runtime.run_folder import write_found
 from search.cost import ExpectedCost
 from search.nce import NceSearch
 from search.supernet import (CandidateMixture, WidthChoice, WidthMixture, architecture_parameters, candidate_ladder,
@@ -153,8 +155,12 @@ def test_found_network_is_within_the_budget_and_state_round_trips(tmp_path):
     found = search.found()
     assert found["narrowed_to_budget"] > 0
     assert found["macs"] <= 0.5 * search.original["macs"] and found["params"] <= 0.5 * search.original["params"]
-    report = search.finish(tmp_path)["nce"]
-    assert report["widths"] == found["widths"] and (tmp_path / "found_model.yaml").read_text().startswith("# Found")
+    handed_back = search.finish()  # the search writes nothing itself: the trainer writes what it hands back
+    assert not (tmp_path / "found_model.yaml").exists() and handed_back.model_config["widths"] == found["widths"]
+    report = write_found(tmp_path, handed_back)["nce"]
+    text = (tmp_path / "found_model.yaml").read_text()
+    assert report["widths"] == found["widths"] and text.startswith(f"# Found by the NCE search {tmp_path}")
+    assert yaml.safe_load(text) == {"_target_": "models.resnet_cifar.resnet20", "widths": found["widths"]}
     state = search.state_dict()
     state["heldout_batch"] = 3
     search.load_state_dict(state)
