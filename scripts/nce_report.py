@@ -6,8 +6,9 @@ reads the search runs (results/<search>/*/summary.json: the `nce` entry) and the
 (results/<name>/*/summary.json), and writes
 - results/<name>/nce_table.{md,csv}: per model, final / best top-1 mean ± std over seeds, MACs and params per sample
   (counted on the network each run's stored model config builds, models.widths.count_cost);
-- results/<name>/nce_widths.png: each layer's original width and the width found by each search, and the search's
-  expected width per layer over its steps (from metrics.jsonl).
+- results/<name>/nce_widths.png: each layer's original width and the width found by each search, the search's
+  expected width per layer over its steps, and its expected and found MACs (and expected params) against the
+  budget (from metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_
     if not found:
         raise ResultsError(f"no finished NCE search named {search!r} under {root}")
     layers = found[0][1]["layers"]
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, (bars, curves, cost) = plt.subplots(1, 3, figsize=(19, 4.2))
     x = range(len(layers))
     n = len(found) + 1
     history = read_metrics(found[0][0].path)
@@ -96,6 +97,18 @@ def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_
     curves.set_ylabel("expected width E[C]")
     curves.set_title(f"expected width per block during the search (seed {found[0][0].seed})")
     curves.legend(fontsize=7, ncol=3)
+    for key, label in [("nce/expected_macs_vs_budget", "E[MACs] / budget"),
+                       ("nce/found_macs_vs_budget", "found (argmax, narrowed) MACs / budget"),
+                       ("nce/expected_params_vs_budget", "E[params] / budget")]:
+        rows = [row for row in history if key in row]
+        cost.plot([row["step"] for row in rows], [row[key] for row in rows], label=label)
+    tolerance = read_summary(found[0][0].path)["config"]["search"].get("tolerance", 0.0)
+    cost.axhspan(1 - tolerance, 1.0, color="0.85", label=f"target band [1 - {tolerance}, 1]")
+    cost.axhline(1.0, color="k", lw=0.8)
+    cost.set_xlabel("step")
+    cost.set_ylabel("cost / budget")
+    cost.set_title("cost vs budget during the search")
+    cost.legend(fontsize=7)
     return save_figure(fig, path)
 
 
