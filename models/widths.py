@@ -8,6 +8,11 @@ attribute name, so it covers the CIFAR ResNets (models/resnet_cifar.py), timm's 
     pairs = width_pairs(model)            # [WidthPair('layer1.0', 1), ...]  in module order
     apply_widths(model, [8, 24, ...])     # rebuild those convs / BNs at the given widths (fresh init)
     count_cost(model, example)            # {"macs": ..., "params": ...} of the conv / linear / BN layers
+    width_groups(model)                   # every searchable width: the free ones, then the model's residual streams
+
+A residual stream's width (a stage of a ResNet: the stem or the first block's input, every block's output and its
+shortcut) is one *tied group*: a model that can change it says so with a `stage_width_groups()` method
+(models/resnet_cifar.py) and builds it from `stage_widths: [...]`.
 
 The NCE search (search/nce.py, docs/methods.md §2) searches over these widths and writes the found ones as a
 model config (`widths: [...]`), which the model builders pass to apply_widths.
@@ -55,6 +60,64 @@ def width_pairs(model: nn.Module) -> list[WidthPair]:
     return pairs
 
 
+@dataclass(frozen=True)
+class WidthGroup:
+    """One searchable width and every layer it sizes: the convs it is the output of (each followed by one of
+    `norms`), the convs / linears that read it, and the parameter-free shortcuts that read (`pad_inputs`) or write
+    (`pad_outputs`) it. `config_key`: the model config's list that holds it (`widths` or `stage_widths`)."""
+
+    name: str
+    outputs: tuple[str, ...]
+    norms: tuple[str, ...]
+    inputs: tuple[str, ...]
+    config_key: str = "widths"
+    pad_inputs: tuple[str, ...] = ()
+    pad_outputs: tuple[str, ...] = ()
+
+
+def _pair_group(pair: WidthPair) -> WidthGroup:
+    prefix = f"{pair.block}." if pair.block else ""
+    return WidthGroup(pair.name, (pair.name,), (f"{prefix}bn{pair.index}",), (f"{prefix}conv{pair.index + 1}",))
+
+
+def width_groups(model: nn.Module, space: str = "all") -> list[WidthGroup]:
+    """Every searchable width of `model`: the free widths (config `widths`), then, with space="all", the tied
+    residual-stream groups the model declares (config `stage_widths`)."""
+    groups = [_pair_group(pair) for pair in width_pairs(model)]
+    stages = getattr(model, "stage_width_groups", None)
+    return groups + (list(stages()) if space == "all" and stages is not None else [])
+
+
+def group_width(model: nn.Module, group: WidthGroup) -> int:
+    return model.get_submodule(group.outputs[0]).out_channels
+
+
+def set_group_width(model: nn.Module, group: WidthGroup, width: int) -> None:
+    """Rebuild every layer `group` sizes at `width` channels (freshly initialised; the other side keeps its width)."""
+    for name in group.outputs:
+        conv = model.get_submodule(name)
+        _replace(model, name, _conv_like(conv, conv.in_channels, width))
+    for name in group.norms:
+        _replace(model, name, _bn_like(model.get_submodule(name), width))
+    for name in group.inputs:
+        layer = model.get_submodule(name)
+        if isinstance(layer, nn.Linear):
+            new = nn.Linear(width, layer.out_features, bias=layer.bias is not None)
+            nn.init.kaiming_normal_(new.weight)
+            _replace(model, name, new)
+        else:
+            _replace(model, name, _conv_like(layer, width, layer.out_channels))
+    for name in group.pad_inputs:
+        model.get_submodule(name).in_planes = width
+    for name in group.pad_outputs:
+        model.get_submodule(name).planes = width
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def _conv_like(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
     new = nn.Conv2d(in_channels, out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
@@ -93,8 +156,9 @@ def apply_widths(model: nn.Module, widths) -> nn.Module:
     return model
 
 
-def current_widths(model: nn.Module) -> list[int]:
-    return [pair.modules(model)[0].out_channels for pair in width_pairs(model)]
+def current_widths(model: nn.Module, space: str = "all") -> list[int]:
+    """The width of every group of width_groups(model, space), in its order."""
+    return [group_width(model, group) for group in width_groups(model, space)]
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from models.widths import count_cost, current_widths
+from models.widths import count_cost, current_widths, width_groups
 from search.cost import ExpectedCost
 from search.found import FoundNetwork, export_path
-from search.supernet import architecture_parameters, set_temperature, to_supernet
+from search.supernet import architecture_parameters, refresh, set_temperature, to_supernet
 
 log = logging.getLogger(__name__)
 class NullSearch:
@@ -67,7 +67,7 @@ class NceSearch:
                  betas=(0.5, 0.999), weight_decay: float = 1e-3, flops_weight: float = 2.0, params_weight: float = 2.0,
                  budget: float = 1.0, budget_mode: str = "two_sided", tolerance: float = 0.05,
                  alignment: str = "cwi", init_std: float = 0.01, tau_max: float = 10.0, tau_min: float = 0.1,
-                 epochs: int = 1, export_name: str | None = None, seed: int = 0) -> None:
+                 epochs: int = 1, space: str = "all", export_name: str | None = None, seed: int = 0) -> None:
         ratios = tuple(ratios)
         if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in ratios):
             raise ValueError(f"search.ratios={list(ratios)} is invalid: use positive width ratios, e.g. [0.25, 0.5, 1.0]")
@@ -102,12 +102,13 @@ class NceSearch:
         self.model_kwargs = dict(bundle.model_kwargs)
         self.example = next(iter(bundle.test))[0][:1].cpu()  # one test image: the cost model's input shape
         self.original = count_cost(model, self.example)
-        self.original_widths = current_widths(model)
+        self.original_widths = current_widths(model, space)
+        self.groups = width_groups(model, space)
         self.budget = {key: budget * value for key, value in self.original.items()}
         self.heldout = hold_out(heldout_fraction, seed)
         self.choices = to_supernet(model, ratios=ratios, expand_step=expand_step, max_ratio=max_ratio,
-                                   alignment=alignment, init_std=init_std, seed=seed)
-        self.cost = ExpectedCost(model, self.example, self.choices)
+                                   alignment=alignment, init_std=init_std, seed=seed, space=space)
+        self.cost = ExpectedCost(model, self.example, self.choices, self.groups)
         self.model = model
         self.optimizer = torch.optim.Adam(architecture_parameters(model), lr=lr, betas=tuple(betas),
                                           weight_decay=weight_decay)
@@ -170,12 +171,14 @@ class NceSearch:
             return
         logits = self.optimizer.param_groups[0]["params"]
         batch = task.to_device(self._next_heldout(), logits[0].device)
+        refresh(self.choices.values())  # a new pair of candidates per layer group for the held-out forward ...
         self.optimizer.zero_grad(set_to_none=True)  # also drops what the weight step's backward left in the logits
         penalty, _, _ = self.cost_loss()
         loss = task.loss(step_model, batch) + penalty
         loss.backward()
         self.optimizer.step()
         self.model.zero_grad(set_to_none=True)  # the weights' gradients from the held-out batch are not used
+        refresh(self.choices.values())  # ... and another for the next weight step
         if step % self.check_every == 0:
             self.expand()
 
@@ -226,9 +229,16 @@ class NceSearch:
     def argmax_widths(self) -> list[int]:
         return [choice.argmax_width() for choice in self.choices.values()]
 
+    def found_config(self, widths: list[int]) -> dict:
+        """The model config with each group's width in its list (`widths`, `stage_widths`), in group order."""
+        lists: dict[str, list[int]] = {}
+        for group, width in zip(self.groups, widths):
+            lists.setdefault(group.config_key, []).append(width)
+        return {**self.model_config, **lists}
+
     def build_found(self, widths: list[int]) -> nn.Module:
-        """The found network as `model=<export_name>` builds it: the model config with `widths`."""
-        return instantiate({**self.model_config, "widths": widths}, **self.model_kwargs)
+        """The found network as `model=<export_name>` builds it."""
+        return instantiate(self.found_config(widths), **self.model_kwargs)
 
     @torch.no_grad()
     def found(self) -> dict:
@@ -267,8 +277,8 @@ class NceSearch:
             report["config"] = f"model={self.export.stem}"
             log.info(f"NCE: found widths {found['widths']} ({found['macs'] / self.original['macs']:.3f}x the original "
                      f"MACs) -> {self.export}; retrain with `python train.py model={self.export.stem}`")
-        header = [f"{type(self.model).__name__}, one width per free layer ({', '.join(names)}).",
+        header = [f"{type(self.model).__name__}, one width per searched group ({', '.join(names)}).",
                   f"MACs {found['macs']:,} (original {self.original['macs']:,}, budget {int(self.budget['macs']):,}); "
                   f"params {found['params']:,} (original {self.original['params']:,}).",
                   "Retrain: python train.py model=<this file's name>"]
-        return FoundNetwork({"nce": report}, {**self.model_config, "widths": found["widths"]}, header, self.export)
+        return FoundNetwork({"nce": report}, self.found_config(found["widths"]), header, self.export)

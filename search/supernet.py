@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.widths import set_width, width_pairs
+from models.widths import group_width, set_group_width, width_groups
 
 
 def candidate_ladder(width: int, ratios, expand_step: float, max_ratio: float) -> tuple[list[int], int]:
@@ -35,6 +35,9 @@ class WidthChoice(nn.Module):
         # TAS: logits ~ N(0, 0.01) (nn.init.normal_(..., 0, 0.01)); 0 gives exact ties (the old start)
         self.logits = nn.Parameter(torch.randn(len(ladder), generator=generator) * init_std)
         self.register_buffer("tau", torch.tensor(1.0))  # the Gumbel-softmax temperature, set by NceSearch each step
+        # Exp(1) draws behind one sample (refresh(): once per forward, by NceSearch): every layer of a tied group
+        # computes the same two candidates from them, and so does a compiled graph (no RNG inside it)
+        self.register_buffer("noise", torch.empty(2, len(ladder)).exponential_(generator=generator))
         self.register_buffer("widths", torch.tensor(ladder, dtype=torch.float32))  # (K,)
         self.register_buffer("active", torch.tensor(active))  # a tensor: expansion changes no compiled graph
         channels = torch.arange(ladder[-1], dtype=torch.float32)
@@ -56,7 +59,7 @@ class WidthChoice(nn.Module):
 
     def argmax_width_tensor(self) -> Tensor:
         """The most probable active width as a tensor (no host sync: the cost loss reads it every step)."""
-        return self.widths[self.probs().argmax()]
+        return self.widths.gather(0, self.probs().argmax().view(1)).squeeze(0)  # a 0-d index would be read as an int
 
     def sample(self) -> tuple[Tensor, Tensor]:
         """(indices (2,), weights (2,)): TAS's select2withP. Gumbel-perturbed log-probabilities over the active
@@ -65,11 +68,20 @@ class WidthChoice(nn.Module):
         weights: the softmax of the two perturbed logits. Gradients reach the logits through the weights."""
         live = torch.arange(self.logits.numel(), device=self.logits.device) < self.active
         log_p = F.log_softmax(self.logits.masked_fill(~live, float("-inf")), dim=0)
-        perturbed = (log_p - torch.empty_like(log_p).exponential_().log()) / self.tau
+        perturbed = (log_p - self.noise[0].log()) / self.tau
         probs = F.softmax(perturbed, dim=0).detach()
-        keys = torch.where(live, (probs + 1e-7).log() - torch.empty_like(probs).exponential_().log(), float("-inf"))
+        keys = torch.where(live, (probs + 1e-7).log() - self.noise[1].log(), float("-inf"))
         picked = keys.topk(2).indices
         return picked, F.softmax(perturbed[picked], dim=0)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """A new draw for the next forward."""
+        self.noise.exponential_()
+
+    def current_width(self) -> Tensor:
+        """The width the group's layers output now: the wider sampled candidate (training), the argmax (evaluation)."""
+        return self.widths[self.sample()[0]].max() if self.training else self.argmax_width_tensor()
 
 
 class WidthMixture(nn.Module):
@@ -141,29 +153,62 @@ class CandidateMixture(nn.Module):
         return F.conv2d(x, matrix.to(x.dtype)[:, :, None, None], offset.to(x.dtype))
 
 
-def to_supernet(model: nn.Module, *, ratios, expand_step: float, max_ratio: float, alignment: str = "cwi",
-                init_std: float = 0.0, seed: int = 0) -> dict[str, WidthChoice]:
-    """Rebuild every free width of `model` at its ladder's widest candidate behind a CandidateMixture (alignment
-    "cwi") or a WidthMixture ("zero_pad"), in place; logits ~ N(0, init_std) from `seed`.
+class SearchPadShortcut(nn.Module):
+    """An option-A shortcut (models.resnet_cifar.PadShortcut) between two searched stages: the input's first a
+    channels land (b - a) // 2 further on, a and b the two stages' current widths, as the found network's
+    PadShortcut pads (or crops) them; built at the supernet's widths, so the shift is a tensor."""
 
-    Returns {producing conv's name: its WidthChoice}, in module order.
+    def __init__(self, shortcut: nn.Module, source: WidthChoice, target: WidthChoice) -> None:
+        super().__init__()
+        self.shortcut, self.source, self.target = shortcut, source, target
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut, planes = self.shortcut, self.shortcut.planes
+        with torch.autocast(x.device.type, enabled=False):  # PadShortcut's subsampling, before its padding
+            ones = torch.ones(shortcut.in_planes, 1, 1, 1, device=x.device, dtype=x.dtype)
+            x = F.conv2d(x, ones, None, shortcut.stride, 0, 1, shortcut.in_planes)
+        a, b = self.source.current_width().long(), self.target.current_width().long()
+        index = torch.arange(planes, device=x.device) - torch.div(b - a, 2, rounding_mode="floor")
+        keep = (index >= 0) & (index < a)
+        return x[:, index.clamp(0, x.shape[1] - 1)] * keep.to(x.dtype).view(1, -1, 1, 1)
+
+
+def to_supernet(model: nn.Module, *, ratios, expand_step: float, max_ratio: float, alignment: str = "cwi",
+                init_std: float = 0.0, seed: int = 0, space: str = "all") -> dict[str, WidthChoice]:
+    """Rebuild every searchable width of `model` (models.widths.width_groups: the free widths, then with
+    space="all" the residual stages the model declares) at its ladder's widest candidate, each BatchNorm after it
+    behind a CandidateMixture (alignment "cwi") or a WidthMixture ("zero_pad", free widths only), in place; one
+    WidthChoice per group, shared by its layers; logits ~ N(0, init_std) from `seed`.
+
+    Returns {group name: its WidthChoice}, in width_groups order.
     """
     if alignment not in ("cwi", "zero_pad"):
         raise ValueError(f"search.alignment={alignment} is invalid: use cwi (TAS's channel-wise interpolation, two "
                          f"sampled candidates, one BatchNorm each) or zero_pad (every candidate, one BatchNorm)")
+    if space not in ("all", "inner"):
+        raise ValueError(f"search.space={space} is invalid: use all (free widths and residual stages) or inner")
+    if alignment == "zero_pad" and space == "all" and len(width_groups(model, "all")) > len(width_groups(model, "inner")):
+        raise ValueError("search.alignment=zero_pad searches the free widths only: add search.space=inner")
     mixture = CandidateMixture if alignment == "cwi" else WidthMixture
     generator = torch.Generator().manual_seed(seed)
-    choices = {}
-    for pair in width_pairs(model):
-        conv, _, _ = pair.modules(model)
-        ladder, active = candidate_ladder(conv.out_channels, ratios, expand_step, max_ratio)
+    choices, groups = {}, width_groups(model, space)
+    for group in groups:
+        width = group_width(model, group)
+        ladder, active = candidate_ladder(width, ratios, expand_step, max_ratio)
         if alignment == "cwi" and active < 2:
-            raise ValueError(f"search.ratios={list(ratios)} give {conv.out_channels}-wide {pair.name} one candidate: "
+            raise ValueError(f"search.ratios={list(ratios)} give {width}-wide {group.name} one candidate: "
                              f"TAS samples two, give at least two distinct widths")
-        set_width(model, pair, ladder[-1])
-        block = model.get_submodule(pair.block)
-        choices[pair.name] = WidthChoice(ladder, active, init_std, generator)
-        setattr(block, f"bn{pair.index}", mixture(getattr(block, f"bn{pair.index}"), choices[pair.name]))
+        set_group_width(model, group, ladder[-1])
+        choice = choices[group.name] = WidthChoice(ladder, active, init_std, generator)
+        for name in group.norms:
+            parent, _, child = name.rpartition(".")
+            holder = model.get_submodule(parent) if parent else model
+            setattr(holder, child, mixture(getattr(holder, child), choice))
+    for name in {n for g in groups for n in g.pad_inputs}:  # a shortcut from one searched stage into the next
+        source = next(choices[g.name] for g in groups if name in g.pad_inputs)
+        target = next(choices[g.name] for g in groups if name in g.pad_outputs)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, SearchPadShortcut(model.get_submodule(name), source, target))
     if not choices:
         raise ValueError(f"search=nce found no free width in {type(model).__name__}: it searches residual blocks with "
                          f"conv_i -> bn_i -> conv_(i+1) (CIFAR ResNets, timm/torchvision ResNets)")
@@ -178,3 +223,9 @@ def architecture_parameters(model: nn.Module) -> list[nn.Parameter]:
 def set_temperature(choices, tau: float) -> None:
     for choice in choices:
         choice.tau.fill_(tau)
+
+
+def refresh(choices) -> None:
+    """New candidate draws for the next forward, the same for every layer of a group."""
+    for choice in choices:
+        choice.refresh()
