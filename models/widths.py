@@ -82,10 +82,64 @@ def _pair_group(pair: WidthPair) -> WidthGroup:
 
 def width_groups(model: nn.Module, space: str = "all") -> list[WidthGroup]:
     """Every searchable width of `model`: the free widths (config `widths`), then, with space="all", the tied
-    residual-stream groups the model declares (config `stage_widths`)."""
+    residual-stream groups (config `stage_widths`): those the model declares (`stage_width_groups()`), else those
+    of a timm / torchvision ResNet layout (resnet_stage_groups)."""
     groups = [_pair_group(pair) for pair in width_pairs(model)]
-    stages = getattr(model, "stage_width_groups", None)
-    return groups + (list(stages()) if space == "all" and stages is not None else [])
+    if space != "all":
+        return groups
+    declared = getattr(model, "stage_width_groups", None)
+    return groups + (list(declared()) if declared is not None else resnet_stage_groups(model))
+
+
+def resnet_stage_groups(model: nn.Module) -> list[WidthGroup]:
+    """The residual streams of a timm / torchvision ResNet (conv1/bn1 stem, layer1..layer4, fc): stage s's width is
+    written by every block's last conv (conv2 or conv3) and its projection (downsample.0, downsample.1 its BN) and
+    read by the next block's conv1 and projection, the next stage's first block, or fc. The stem is a group of its
+    own when layer1 starts with a projection (Bottleneck ResNets), else part of stage 1. [] for other layouts."""
+    stages = [getattr(model, f"layer{s}", None) for s in range(1, 5)]
+    stages = [st for st in stages if isinstance(st, nn.Sequential) and len(st)]
+    if not (stages and isinstance(getattr(model, "conv1", None), nn.Conv2d) and isinstance(getattr(model, "fc", None), nn.Linear)):
+        return []
+
+    def last(block) -> int:
+        return max(i for i in range(1, 4) if isinstance(getattr(block, f"conv{i}", None), nn.Conv2d))
+
+    def projection(s: int, i: int) -> bool:
+        down = getattr(stages[s - 1][i], "downsample", None)
+        return isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[0], nn.Conv2d)
+
+    def readers(s: int) -> list[str]:  # what reads the stream that enters stage s's first block
+        return [f"layer{s}.0.conv1"] + ([f"layer{s}.0.downsample.0"] if projection(s, 0) else [])
+
+    groups, stem_alone = [], projection(1, 0)
+    if stem_alone:
+        groups.append(WidthGroup("stem", ("conv1",), ("bn1",), tuple(readers(1)), "stage_widths"))
+    for s in range(1, len(stages) + 1):
+        blocks = range(len(stages[s - 1]))
+        outputs = [f"layer{s}.{i}.conv{last(stages[s - 1][i])}" for i in blocks]
+        norms = [f"layer{s}.{i}.bn{last(stages[s - 1][i])}" for i in blocks]
+        outputs += [f"layer{s}.{i}.downsample.0" for i in blocks if projection(s, i)]
+        norms += [f"layer{s}.{i}.downsample.1" for i in blocks if projection(s, i)]
+        inputs = [f"layer{s}.{i}.conv1" for i in blocks if i > 0] + [f"layer{s}.{i}.downsample.0" for i in blocks
+                                                                      if i > 0 and projection(s, i)]
+        inputs += readers(s + 1) if s < len(stages) else ["fc"]
+        if s == 1 and not stem_alone:
+            outputs, norms, inputs = ["conv1", *outputs], ["bn1", *norms], [*readers(1), *inputs]
+        groups.append(WidthGroup(f"stage{s}", tuple(outputs), tuple(norms), tuple(inputs), "stage_widths"))
+    return groups
+
+
+def apply_stage_widths(model: nn.Module, stage_widths) -> nn.Module:
+    """Set every residual stream's width (a list in width_groups order, after the free widths); returns `model`."""
+    groups = width_groups(model, "all")[len(width_pairs(model)):]
+    stage_widths = list(stage_widths)
+    if len(stage_widths) != len(groups) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                                               for w in stage_widths):
+        raise ValueError(f"model.stage_widths={stage_widths} is invalid: {type(model).__name__} has {len(groups)} "
+                         f"residual streams ({', '.join(g.name for g in groups)}); give one positive integer each")
+    for group, width in zip(groups, stage_widths):
+        set_group_width(model, group, width)
+    return model
 
 
 def group_width(model: nn.Module, group: WidthGroup) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from models.widths import count_cost, current_widths
+from models.widths import count_cost
 from runtime import atomic
 from reports.results import ResultsError, load_runs, read_metrics, read_summary
 from reports.results_table import one_run_per_seed
@@ -68,7 +68,7 @@ def table(root: Path, name: str, example: torch.Tensor, num_classes: int) -> tup
     return "\n".join(lines + [""] + widths) + "\n", rows
 
 
-def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_classes: int) -> Path:
+def widths_figure(root: Path, search: str, path: Path) -> Path:
     runs = [r for r in load_runs(root, name=search) if r.status == "finished"]
     found = [(r, read_summary(r.path)["nce"]) for r in runs]
     if not found:
@@ -78,16 +78,15 @@ def widths_figure(root: Path, search: str, path: Path, *, in_channels: int, num_
     x = range(len(layers))
     n = len(found) + 1
     history = read_metrics(found[0][0].path)
-    config = read_summary(found[0][0].path)["config"]["model"]  # the searched network, before the search widened it
-    original = current_widths(network(config, num_classes=num_classes, in_channels=in_channels))
+    original = found[0][1]["original_widths"]  # the searched network's, in the search's group order
     bars.bar([i - 0.4 + 0.8 / n / 2 for i in x], original, width=0.8 / n, label="original", color="0.6")
     for k, (run, nce) in enumerate(found, start=1):
         bars.bar([i - 0.4 + 0.8 / n * (k + 0.5) for i in x], nce["widths"], width=0.8 / n,
                  label=f"found (budget_mode={read_summary(run.path)['config']['search'].get('budget_mode', 'at_most')}, "
                        f"seed {run.seed}): {nce['macs'] / nce['original_macs']:.2f}x MACs")
     bars.set_xticks(list(x), [layer.replace(".conv1", "") for layer in layers], rotation=45, ha="right")
-    bars.set_ylabel("inner width (channels)")
-    bars.set_title("NCE: width per block, original vs found")
+    bars.set_ylabel("width (channels)")
+    bars.set_title("NCE: each searched width, original vs found")
     bars.legend(fontsize=8)
     for layer in layers:
         steps = [row["step"] for row in history if f"nce/expected_width/{layer}" in row]
@@ -130,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     try:
         markdown, rows = table(root, args.name, torch.zeros(1, *shape), args.classes)
-        figure = widths_figure(root, args.search, root / args.name / "nce_widths.png", in_channels=shape[0],
-                               num_classes=args.classes)
+        figure = widths_figure(root, args.search, root / args.name / "nce_widths.png")
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

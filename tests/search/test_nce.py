@@ -217,25 +217,6 @@ def test_search_logs_widths_and_cost_writes_a_config_that_trains_two_steps(tmp_p
     assert f"{report['macs'] / 1e6:.2f}M" in table and (tmp_path / "retrain" / "nce_widths.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("build", [lambda **kw: timm_create("resnet18", 10, 1, **kw),
-                                   lambda **kw: tv_create("resnet50", 10, 1, **kw)], ids=["timm_resnet18", "tv_resnet50"])
-def test_imagenet_resnets_search_and_cost_like_the_cifar_ones(build):
-    """One timm and one torchvision backbone (Bottleneck: two free widths per block) through the same supernet."""
-    model = build()
-    groups = width_groups(model)  # the free widths (these models declare no stage groups yet)
-    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
-    example = torch.zeros(1, 1, 32, 32)
-    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
-    cost = ExpectedCost(model, example, choices, groups)
-    picks = [k % 3 for k in range(len(choices))]
-    for choice, index in zip(choices.values(), picks):
-        choice.active.fill_(3)
-        set_one_hot(choice, index)
-    widths = [int(c.widths[i]) for c, i in zip(choices.values(), picks)]
-    macs, params = cost()
-    assert {"macs": round(macs.item()), "params": round(params.item())} == count_cost(build(widths=widths), example)
-
-
 def test_budget_modes_pay_above_the_budget_or_for_any_distance_from_it():
     """At the start E[width] = 0.625 x the original: under budget. at_most pays nothing, match pays the distance."""
     at_most = NceSearch(resnet20(in_channels=1), bundle(), model_config={"_target_": "x"}, export_name=None,
@@ -428,3 +409,30 @@ def test_expected_cost_over_every_group_equals_the_built_network():
     macs, params = cost()
     built = count_cost(resnet20(in_channels=1, widths=widths[:9], stage_widths=widths[9:]), EXAMPLE)
     assert (round(macs.item()), round(params.item())) == (built["macs"], built["params"])
+
+
+@pytest.mark.parametrize("build", [lambda **kw: timm_create("resnet18", 10, 1, **kw),
+                                   lambda **kw: tv_create("resnet50", 10, 1, **kw)], ids=["timm_resnet18", "tv_resnet50"])
+def test_imagenet_resnets_search_their_stages_too_and_the_supernet_is_the_found_network(build):
+    """timm's and torchvision's ResNets: the stem (on its own when layer1 starts with a projection), each stage's
+    blocks and projection shortcut as tied groups; at one-hot logits the supernet computes the found network and
+    the expected cost is its count."""
+    torch.manual_seed(0)
+    model = build()
+    groups = width_groups(model)
+    stages = [g.name for g in groups if g.config_key == "stage_widths"]
+    assert stages == (["stem"] if "Bottleneck" in type(model.layer1[0]).__name__ else []) + [f"stage{s}" for s in range(1, 5)]
+    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
+    model.train()(torch.randn(4, 1, 32, 32))
+    picks = {name: k % 3 for k, name in enumerate(choices)}
+    for name, choice in choices.items():
+        choice.active.fill_(3)
+        set_one_hot(choice, picks[name])
+    widths = [int(choices[n].widths[picks[n]]) for n in choices]
+    inner = len(width_pairs(build()))
+    found = build(widths=widths[:inner], stage_widths=widths[inner:])
+    copy_at(model, found, choices, picks)
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(model.eval()(x), found.eval()(x), rtol=1e-4, atol=1e-4)
+    macs, params = ExpectedCost(model, torch.zeros(1, 1, 32, 32), choices, groups)()
+    assert (round(macs.item()), round(params.item())) == tuple(count_cost(found, torch.zeros(1, 1, 32, 32)).values())
