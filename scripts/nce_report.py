@@ -45,7 +45,8 @@ def mean_std(values: list[float]) -> str:
 
 
 def table(root: Path, name: str, example: torch.Tensor, num_classes: int) -> tuple[str, list[dict]]:
-    runs, _ = one_run_per_seed([r for r in load_runs(root, name=name) if r.counts])  # a seed's reruns count once
+    runs = [r for r in load_runs(root, name=name) if r.counts and r.path.parent == root / name]  # this folder only
+    runs, _ = one_run_per_seed(runs)  # a seed's reruns count once
     if not runs:
         raise ResultsError(f"no finished runs named {name!r} under {root}")
     by_model: dict[str, list] = {}

@@ -106,7 +106,8 @@ def test_width_pairs_cover_timm_and_torchvision_resnets_and_found_widths_build()
     assert [p.name for p in width_pairs(timm18)][:2] == ["layer1.0.conv1", "layer1.1.conv1"] and len(width_pairs(timm18)) == 8
     widths = [24, 40, 48, 72, 96, 160, 200, 300]
     built = timm_create("resnet18", 10, 1, widths=widths)
-    assert current_widths(built) == widths and built(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert current_widths(built, "inner") == widths and built(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert current_widths(built) == widths + [64, 128, 256, 512]  # then the residual streams (stage1 with the stem)
     bottleneck = tv_create("resnet50", 10, 1)
     assert len(width_pairs(bottleneck)) == 32  # conv1 -> conv2 and conv2 -> conv3 of 16 blocks
     apply_widths(bottleneck, [8] * 32)
