@@ -70,7 +70,7 @@ def table(root: Path, name: str, example: torch.Tensor, num_classes: int) -> tup
 
 
 def widths_figure(root: Path, search: str, path: Path) -> Path:
-    runs = [r for r in load_runs(root, name=search) if r.status == "finished"]
+    runs = [r for r in load_runs(root, name=search) if r.status == "finished" and r.path.parent == root / search]
     found = [(r, read_summary(r.path)["nce"]) for r in runs]
     if not found:
         raise ResultsError(f"no finished NCE search named {search!r} under {root}")
