@@ -104,6 +104,10 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "NCE export over a hand-written model config": (["search=nce", "search.export_name=resnet20"], "resnet20.yaml", None),
     "NCE zero budget": (["search=nce", "search.budget=0"], "search.budget=0", None),
     "NCE on a network without residual blocks": (["search=nce", "model=mobilenet_v2"], "no free width", None),
+    "NCE unknown alignment": (["search=nce", "search.alignment=soft"], "search.alignment=soft", None),
+    "NCE unknown search space": (["search=nce", "search.space=stages"], "search.space=stages", None),
+    "NCE zero-padding over tied stages": (["search=nce", "search.alignment=zero_pad"], "search.space=inner", None),
+    "NCE temperature below zero": (["search=nce", "search.tau_min=-1"], "tau_min=-1", None),
     # issue 27: each of these was accepted, or failed late, before its fix
     "sweep over a key that does not name the folder": (["-m", "compile=false,true"], "compile=false,true", None),
     "result of a 2-process run": ([], "2 process", torchrun_result),
