@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.widths import WidthGroup, apply_widths
+from models.width_groups import WidthGroup
+from models.widths import apply_widths
 
 
 class PadShortcut(nn.Module):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import timm
 import torch.nn as nn
 
-from models.widths import apply_stage_widths, apply_widths
+from models.width_groups import apply_stage_widths
+from models.widths import apply_widths
 
 
 def create(name: str, num_classes: int, in_channels: int = 3, pretrained: bool = False,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torchvision
 
-from models.widths import apply_stage_widths, apply_widths
+from models.width_groups import apply_expand_widths, apply_stage_widths
+from models.widths import apply_widths
 
 
 def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
@@ -32,13 +33,15 @@ def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
 
 
 def create(name: str, num_classes: int, in_channels: int = 3, widths: list[int] | None = None,
-           stage_widths: list[int] | None = None) -> nn.Module:
+           stage_widths: list[int] | None = None, expand_widths: list[int] | None = None) -> nn.Module:
     """torchvision.models.get_model(name) with `num_classes` outputs and `in_channels` inputs (random init);
-    `widths`: the inner width of every residual block, `stage_widths` of every residual stream (models/widths.py)."""
+    `widths`: the inner width of every residual block, `stage_widths` of every residual stream, `expand_widths` of
+    every inverted residual block (MobileNetV2), e.g. found by the NCE search (models/widths.py)."""
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ValueError(f"model.name={name!r} is not a torchvision classification model; e.g. 'mobilenet_v2'")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     model = replace_first_conv(model, in_channels)
     model = apply_stage_widths(model, stage_widths) if stage_widths is not None else model
+    model = apply_expand_widths(model, expand_widths) if expand_widths is not None else model
     return apply_widths(model, widths) if widths is not None else model

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from models.widths import LayerCost, WidthGroup, layer_costs
+from models.width_groups import WidthGroup
+from models.widths import LayerCost, layer_costs
 from search.supernet import WidthChoice, WidthMixture
 
 
@@ -21,6 +22,7 @@ class ExpectedCost:
         self.costs: list[LayerCost] = layer_costs(model, example)
         self.out_choice = {conv: g.name for g in groups for conv in g.outputs}  # layer -> the group deciding its output
         self.in_choice = {layer: g.name for g in groups for layer in g.inputs}  # ... and its input
+        self.depthwise = {conv: g.name for g in groups for conv in g.depthwise}  # in = out = groups: linear in it
         self.norms = {g.name: len(g.norms) for g in groups}  # each followed output has a BatchNorm: 2 c params
         mixtures = {id(m.bn) for m in model.modules() if isinstance(m, WidthMixture)}
         self.fixed_bn_params = sum(2 * m.num_features for m in model.modules()
@@ -36,6 +38,11 @@ class ExpectedCost:
         network's count, expected widths (tensors) the expectation."""
         macs = params = 0.0
         for c in self.costs:
+            if c.name in self.depthwise:  # built at groups = in = out = W: per * W is the cost of one channel
+                width = widths[self.depthwise[c.name]]
+                macs = macs + c.macs_per * c.in_channels * width
+                params = params + c.params_per * c.in_channels * width + (width if c.bias else 0)
+                continue
             cin = widths[self.in_choice[c.name]] if c.name in self.in_choice else c.in_channels
             cout = widths[self.out_choice[c.name]] if c.name in self.out_choice else c.out_channels
             macs = macs + c.macs_per * cin * cout

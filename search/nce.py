@@ -33,7 +33,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from models.widths import count_cost, current_widths, width_groups
+from models.width_groups import current_widths, width_groups
+from models.widths import count_cost
 from search.cost import ExpectedCost
 from search.found import FoundNetwork, export_path
 from search.supernet import architecture_parameters, refresh, set_temperature, to_supernet

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.widths import group_width, set_group_width, width_groups
+from models.width_groups import group_width, set_group_width, width_groups
 
 
 def candidate_ladder(width: int, ratios, expand_step: float, max_ratio: float) -> tuple[list[int], int]:
@@ -211,7 +211,8 @@ def to_supernet(model: nn.Module, *, ratios, expand_step: float, max_ratio: floa
         setattr(model.get_submodule(parent), child, SearchPadShortcut(model.get_submodule(name), source, target))
     if not choices:
         raise ValueError(f"search=nce found no free width in {type(model).__name__}: it searches residual blocks with "
-                         f"conv_i -> bn_i -> conv_(i+1) (CIFAR ResNets, timm/torchvision ResNets)")
+                         f"conv_i -> bn_i -> conv_(i+1) and their stages (CIFAR, timm and torchvision ResNets) and "
+                         f"inverted residual blocks (MobileNetV2)")
     return choices
 
 

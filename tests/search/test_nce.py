@@ -16,7 +16,8 @@ from data.synthetic import build as synthetic_bundle
 from models.resnet_cifar import BasicBlock, resnet20
 from models.timm_model import create as timm_create
 from models.torchvision_model import create as tv_create
-from models.widths import apply_widths, count_cost, current_widths, width_groups, width_pairs
+from models.width_groups import current_widths, width_groups
+from models.widths import apply_widths, count_cost, width_pairs
 from runtime.cli import CONFIG_DIR
 from runtime.run_folder import write_found
 from search.cost import ExpectedCost
@@ -432,6 +433,29 @@ def test_imagenet_resnets_search_their_stages_too_and_the_supernet_is_the_found_
     widths = [int(choices[n].widths[picks[n]]) for n in choices]
     inner = len(width_pairs(build()))
     found = build(widths=widths[:inner], stage_widths=widths[inner:])
+    copy_at(model, found, choices, picks)
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(model.eval()(x), found.eval()(x), rtol=1e-4, atol=1e-4)
+    macs, params = ExpectedCost(model, torch.zeros(1, 1, 32, 32), choices, groups)()
+    assert (round(macs.item()), round(params.item())) == tuple(count_cost(found, torch.zeros(1, 1, 32, 32)).values())
+
+
+def test_mobilenet_v2_searches_each_expansion_width_through_its_depthwise_conv():
+    """MobileNetV2's inverted residuals: the expansion width sizes the 1x1 expansion, the depthwise conv (its groups
+    too) and the projection's input; at one-hot logits the supernet is the found network, and the expected cost
+    (linear in the width for the depthwise conv) is its count."""
+    torch.manual_seed(0)
+    model = tv_create("mobilenet_v2", 10, 1)
+    groups = width_groups(model)
+    assert len(groups) == 16 and {g.config_key for g in groups} == {"expand_widths"}  # 17 blocks, the first unexpanded
+    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
+    model.train()(torch.randn(4, 1, 32, 32))
+    picks = {name: k % 3 for k, name in enumerate(choices)}
+    for name, choice in choices.items():
+        choice.active.fill_(3)
+        set_one_hot(choice, picks[name])
+    found = tv_create("mobilenet_v2", 10, 1, expand_widths=[int(choices[n].widths[picks[n]]) for n in choices])
+    assert found.features[2].conv[1][0].groups == int(choices["features.2.expand"].widths[picks["features.2.expand"]])
     copy_at(model, found, choices, picks)
     x = torch.randn(2, 1, 32, 32)
     torch.testing.assert_close(model.eval()(x), found.eval()(x), rtol=1e-4, atol=1e-4)
