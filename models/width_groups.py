@@ -105,29 +105,26 @@ def resnet_stage_groups(model: nn.Module) -> list[WidthGroup]:
     return groups
 
 
-def apply_expand_widths(model: nn.Module, expand_widths) -> nn.Module:
-    """Set every inverted residual block's expansion width (a list in module order); returns `model`."""
-    groups, expand_widths = inverted_residual_groups(model), list(expand_widths)
-    if len(expand_widths) != len(groups) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                                                for w in expand_widths):
-        raise ValueError(f"model.expand_widths={expand_widths} is invalid: {type(model).__name__} has {len(groups)} "
-                         f"expanding blocks; give one positive integer each")
-    for group, width in zip(groups, expand_widths):
+def _apply(model: nn.Module, key: str, widths, what: str) -> nn.Module:
+    """Set the width of every group whose config list is `key` (in width_groups order); returns `model`."""
+    groups, widths = [g for g in width_groups(model, "all") if g.config_key == key], list(widths)
+    if len(widths) != len(groups) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"model.{key}={widths} is invalid: {type(model).__name__} has {len(groups)} {what} "
+                         f"({', '.join(g.name for g in groups[:4])}{', ...' if len(groups) > 4 else ''}); give one "
+                         f"positive integer each")
+    for group, width in zip(groups, widths):
         set_group_width(model, group, width)
     return model
+
+
+def apply_expand_widths(model: nn.Module, expand_widths) -> nn.Module:
+    """Set every inverted residual block's expansion width (a list in module order); returns `model`."""
+    return _apply(model, "expand_widths", expand_widths, "expanding blocks")
 
 
 def apply_stage_widths(model: nn.Module, stage_widths) -> nn.Module:
     """Set every residual stream's width (a list in width_groups order, after the free widths); returns `model`."""
-    groups = [g for g in width_groups(model, "all") if g.config_key == "stage_widths"]
-    stage_widths = list(stage_widths)
-    if len(stage_widths) != len(groups) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                                               for w in stage_widths):
-        raise ValueError(f"model.stage_widths={stage_widths} is invalid: {type(model).__name__} has {len(groups)} "
-                         f"residual streams ({', '.join(g.name for g in groups)}); give one positive integer each")
-    for group, width in zip(groups, stage_widths):
-        set_group_width(model, group, width)
-    return model
+    return _apply(model, "stage_widths", stage_widths, "residual streams")
 
 
 def group_width(model: nn.Module, group: WidthGroup) -> int:

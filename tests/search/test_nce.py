@@ -413,6 +413,18 @@ def test_expected_cost_over_every_group_equals_the_built_network():
     assert (round(macs.item()), round(params.item())) == (built["macs"], built["params"])
 
 
+def one_hot_supernet(model: nn.Module) -> tuple[dict, dict]:
+    """`model` as a supernet (candidates 0.5x, 1x, 1.5x), its BN statistics moved by one step, each group's
+    logits one-hot at candidate k % 3: (choices, {group: picked index})."""
+    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
+    model.train()(torch.randn(4, 1, 32, 32))
+    picks = {name: k % 3 for k, name in enumerate(choices)}
+    for name, choice in choices.items():
+        choice.active.fill_(3)
+        set_one_hot(choice, picks[name])
+    return choices, picks
+
+
 @pytest.mark.parametrize("build", [lambda **kw: timm_create("resnet18", 10, 1, **kw),
                                    lambda **kw: tv_create("resnet50", 10, 1, **kw)], ids=["timm_resnet18", "tv_resnet50"])
 def test_imagenet_resnets_search_their_stages_too_and_the_supernet_is_the_found_network(build):
@@ -424,12 +436,7 @@ def test_imagenet_resnets_search_their_stages_too_and_the_supernet_is_the_found_
     groups = width_groups(model)
     stages = [g.name for g in groups if g.config_key == "stage_widths"]
     assert stages == (["stem"] if "Bottleneck" in type(model.layer1[0]).__name__ else []) + [f"stage{s}" for s in range(1, 5)]
-    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
-    model.train()(torch.randn(4, 1, 32, 32))
-    picks = {name: k % 3 for k, name in enumerate(choices)}
-    for name, choice in choices.items():
-        choice.active.fill_(3)
-        set_one_hot(choice, picks[name])
+    choices, picks = one_hot_supernet(model)
     widths = [int(choices[n].widths[picks[n]]) for n in choices]
     inner = len(width_pairs(build()))
     found = build(widths=widths[:inner], stage_widths=widths[inner:])
@@ -448,12 +455,7 @@ def test_mobilenet_v2_searches_each_expansion_width_through_its_depthwise_conv()
     model = tv_create("mobilenet_v2", 10, 1)
     groups = width_groups(model)
     assert len(groups) == 16 and {g.config_key for g in groups} == {"expand_widths"}  # 17 blocks, the first unexpanded
-    choices = to_supernet(model, ratios=(0.5, 1.0), expand_step=0.5, max_ratio=1.5)
-    model.train()(torch.randn(4, 1, 32, 32))
-    picks = {name: k % 3 for k, name in enumerate(choices)}
-    for name, choice in choices.items():
-        choice.active.fill_(3)
-        set_one_hot(choice, picks[name])
+    choices, picks = one_hot_supernet(model)
     found = tv_create("mobilenet_v2", 10, 1, expand_widths=[int(choices[n].widths[picks[n]]) for n in choices])
     assert found.features[2].conv[1][0].groups == int(choices["features.2.expand"].widths[picks["features.2.expand"]])
     copy_at(model, found, choices, picks)
