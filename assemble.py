@@ -23,12 +23,14 @@ from models.init_from import load_init
 from optim.step import step_optimizers
 from optim.trs import TransitionCounter, freeze_weight_scales
 from quant import QuantSpec, quant_parameters, quantize_
+from quant.kernel_rule import int8_refusal
 from quant.lifecycle import QuantLifecycle
-from runtime import distributed, run_info
+from runtime import allocator, distributed, run_info
 from runtime.compile import compile_model
 from runtime.extras import MissingExtra
 from runtime.dashboards import TensorBoardSpec
 from runtime.run_logger import LoggerSpec, WandbSpec
+from runtime.run_spec import RunSpec, choose_compile
 from search.nce import NullSearch
 from search.supernet import architecture_parameters
 
@@ -37,34 +39,6 @@ log = logging.getLogger("train")
 
 class ConfigError(ValueError):
     """A bad value in the config or data setup, reported in one line before any training starts."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSpec:
-    epochs: int
-    log_every: int
-    max_nonfinite_steps: int
-    checkpoint_every_min: float | None
-    device: str
-    amp: bool
-    compile: bool
-    deterministic: bool
-    channels_last: bool
-    progress: bool
-    eval_at_start: bool = False  # model.init_from: evaluate the loaded network before the first step
-
-    def __post_init__(self):
-        for key, value in (("optim.epochs", self.epochs), ("log_every", self.log_every),
-                           ("max_nonfinite_steps", self.max_nonfinite_steps)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}={value} is invalid: use an integer >= 1")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"device={self.device} is invalid: use auto, cpu, cuda or cuda:N")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device} but no CUDA GPU is visible: use device=cpu or device=auto")
-        minutes = self.checkpoint_every_min
-        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
-            raise ValueError(f"checkpoint_every_min={minutes} is invalid: use minutes > 0, or null for epoch ends only")
 
 
 @dataclass(frozen=True)
@@ -104,7 +78,8 @@ def build_quant_spec(cfg: DictConfig) -> QuantSpec:
     keep_fp = cfg.quant.keep_fp  # a bare string would iterate as characters: QuantSpec rejects it
     precision = OmegaConf.select(cfg, "quant.precision")  # quant=apt: adaptive bit-widths (docs/methods.md §4)
     newer = {key: OmegaConf.select(cfg, f"quant.{key}", default=default) for key, default in  # absent in older runs
-             (("kernel", "fake"), ("weight_grid", "symmetric"), ("grad_format", "int"), ("grad_rounding", "nearest"))}
+             (("kernel", "fake"), ("weight_grid", "symmetric"), ("grad_format", "int"), ("grad_rounding", "nearest"),
+              ("fused", True))}
     return QuantSpec(w_bits=w, a_bits=a, g_bits=g, grad=build(cfg.quant.grad),
                      keep_first_last=cfg.quant.keep_first_last,
                      keep_fp=tuple(keep_fp) if isinstance(keep_fp, ListConfig) else keep_fp,
@@ -197,6 +172,8 @@ class Run:
     schedulers: list
     params: list[torch.Tensor]
     autocast: Any = field(default_factory=nullcontext)
+    compiled: bool = False  # the step runs torch.compile'd (compile=true, or what compile=auto chose)
+    notes: list[str] = field(default_factory=list)  # what the assembly chose and why, for the run's log
 
     @property
     def device(self) -> torch.device:
@@ -236,6 +213,7 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    allocator.keep_freed_memory()  # a CPU step reuses the last step's pages (runtime/allocator.py)
     if run_spec.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -257,16 +235,19 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
     except ValueError as e:
         raise ConfigError(str(e)) from e
     step_model = distributed.wrap(model, dist)
-    step_model = compile_model(step_model) if run_spec.compile else step_model
+    compiled, why = choose_compile(run_spec.compile, device, specs.labels["task"])
+    specs.labels["compiled"] = compiled  # what compile=auto chose, in summary.json and W&B
+    notes = [why, *([int8_refusal()] if specs.quant.kernel == "int8" and int8_refusal() else [])]
+    step_model = compile_model(step_model) if compiled else step_model
     # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
-    eval_model = (compile_model(model) if run_spec.compile else model) if dist.enabled else step_model
+    eval_model = (compile_model(model) if compiled else model) if dist.enabled else step_model
     if run_spec.amp and device.type != "cuda":
         log.warning(f"amp=true has no effect on {device.type}: bf16 autocast runs on CUDA only")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run_spec.amp and device.type == "cuda" \
         else nullcontext()
     return Run(specs=specs, dist=dist, task=task, bundle=bundle, model=model, step_model=step_model,
                eval_model=eval_model, search=search, quant=quant, optimizers=optimizers, schedulers=schedulers,
-               params=params, autocast=autocast)
+               params=params, autocast=autocast, compiled=compiled, notes=notes)
 
 
 def build_model(node: DictConfig, model_kwargs: dict) -> torch.nn.Module:

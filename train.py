@@ -68,7 +68,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
                                resume_step=state.step if ckpt else -1)
         else:
             logger = NullLogger()
-        log.info(f"data: {run.bundle.source}")
+        log.info("; ".join([f"data: {run.bundle.source}", *run.notes]))
         if ckpt:
             log.info(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch} (step {state.step})")
         elif dist.enabled:  # each rank draws its own rounding noise (a resumed run restores its RNG)
@@ -180,7 +180,7 @@ def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: l
     """summary.json (atomically), W&B's summary; a search's found network is written as a model config."""
     dist, primary = run.dist, f"test/{run.task.metric}"
     found = run_folder.write_found(run_dir, run.search.finish()) if dist.is_main else {}  # NCE: the found network
-    fallbacks = dict(eager_fallbacks() - fallbacks_before) if run.specs.run.compile else None
+    fallbacks = dict(eager_fallbacks() - fallbacks_before) if run.compiled else None
     if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
         log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,

@@ -11,6 +11,7 @@ from fnmatch import fnmatch
 import torch.nn as nn
 
 from quant.forward import ActQuantizer, WeightQuantizer
+from quant.fused import set_fused
 from quant.layers import QConv2d, QLinear
 from quant.spec import QuantSpec
 
@@ -35,6 +36,7 @@ def quantize_(model: nn.Module, spec: QuantSpec,
     """
     if spec.is_full_precision:
         return model
+    set_fused(spec.fused)  # process-wide: how eager quantizers run from now on (quant.fused)
     candidates = [(name, m) for name, m in model.named_modules() if type(m) in _SWAPS]
     names = [name for name, _ in candidates]
     for pattern in spec.keep_fp:  # a typo would silently quantize the layer it meant to keep

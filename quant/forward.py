@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from quant.fused import fused
 from quant.primitives import grid_index, quantize_to_grid, unsigned_levels, weight_levels
 from quant.state import OptionalStateMixin
 
@@ -40,8 +41,7 @@ class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, lo_unit: Tensor | float, top_unit: float,
                 step_mul: Tensor | float, step_div: float | None, levels: Tensor | float) -> Tensor:
-        lo, step = scale * lo_unit, scale * step_mul / (levels if step_div is None else step_div)
-        x_hat = quantize_to_grid(x.float(), lo, step, levels).to(x.dtype)  # float32 math under bf16 autocast
+        x_hat, lo = _fake_quantize_values(x, scale, lo_unit, step_mul, step_div, levels)
         ctx.save_for_backward(x, x_hat, scale, lo)
         ctx.top_unit = top_unit
         return x_hat
@@ -49,10 +49,26 @@ class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x, x_hat, scale, lo = ctx.saved_tensors
-        inside = (x >= lo) & (x <= (scale if ctx.top_unit == 1.0 else scale * ctx.top_unit))
-        grad_x = torch.where(inside, g, 0.0)
-        grad_scale = (g * (x_hat - torch.where(inside, x, 0.0))).sum() / scale
-        return grad_x, grad_scale.reshape(scale.shape), None, None, None, None, None
+        grad_x, grad_scale = _fake_quantize_grads(x, x_hat, g, scale, lo, ctx.top_unit)
+        return grad_x, grad_scale, None, None, None, None, None
+
+
+@fused(shaped_args=1, shaped_results=1)
+def _fake_quantize_values(x: Tensor, scale: Tensor, lo_unit: Tensor | float, step_mul: Tensor | float,
+                          step_div: float | None, levels: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(x_hat, lo): _FakeQuantize's forward, one fused region in eager mode (quant.fused)."""
+    lo, step = scale * lo_unit, scale * step_mul / (levels if step_div is None else step_div)
+    return quantize_to_grid(x.float(), lo, step, levels).to(x.dtype), lo  # float32 math under bf16 autocast
+
+
+@fused(shaped_args=3, shaped_results=1)
+def _fake_quantize_grads(x: Tensor, x_hat: Tensor, g: Tensor, scale: Tensor, lo: Tensor,
+                         top_unit: float) -> tuple[Tensor, Tensor]:
+    """(dL/dx, dL/ds): straight-through in [lo, top], the scale's gradient; one fused region in eager mode."""
+    inside = (x >= lo) & (x <= (scale if top_unit == 1.0 else scale * top_unit))
+    grad_x = torch.where(inside, g, 0.0)
+    grad_scale = (g * (x_hat - torch.where(inside, x, 0.0))).sum() / scale
+    return grad_x, grad_scale.reshape(scale.shape)
 
 
 def fake_quantize(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> Tensor:

@@ -34,6 +34,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from quant.float_format import FloatFormat
+from quant.fused import fused
 from quant.grad.base import GradPolicy
 from quant.primitives import grid_index, symmetric_levels
 from quant.state import OptionalStateMixin
@@ -94,8 +95,19 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
     (g_max zero or not finite) gets codes 0 and D = g_max: zero gradients for a zero tensor, NaN otherwise, so
     a non-finite gradient still reaches the trainer's non-finite check.
     """
-    policy: GradPolicy = ctx.policy
-    bits, gamma = ctx.bits, ctx.gamma
+    args = (ctx.gamma, ctx.skipped, ctx.stats, ctx.warmed, ctx.pending, ctx.bits, ctx.policy, ctx.recording,
+            ctx.warming_up, ctx.deferred, ctx.large_fraction, ctx.fmt, codes)
+    if ctx.policy.fusable and not (ctx.recording or ctx.warming_up):  # statistics, warm-up: the reference
+        return _quantize_and_update(g_out, *args)
+    return _quantize_and_update.reference(g_out, *args)
+
+
+@fused(shaped_args=1, shaped_results=2)
+def _quantize_and_update(g_out: Tensor, gamma: Tensor, skipped: Tensor, stats: Tensor, warmed: Tensor,
+                         pending: Tensor, bits: int, policy: GradPolicy, recording: bool, warming_up: bool,
+                         deferred: bool, large_fraction: float, fmt: FloatFormat | None,
+                         codes: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """quantize_output_gradient on explicit state (GradQuantizer.function_args): one fused region in eager mode."""
     g = g_out.float()  # float32 grid arithmetic under bf16 autocast; no-op otherwise
     low, high = torch.aminmax(g)  # one pass, no |g| temporary; NaN propagates into g_max
     g_max = torch.maximum(-low, high)
@@ -105,7 +117,7 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
     g_in, aux = policy.prepare(g)  # the tensor the grid sees (BHQ: block-transformed), shaped as the policy needs
     clip = policy.clip(g_in, g_max, gamma_used)  # 0-dim, or one per row
     code = step_used = None
-    if ctx.fmt is None:  # the integer grid: 2^b - 1 values in [-c, c], stochastic rounding
+    if fmt is None:  # the integer grid: 2^b - 1 values in [-c, c], stochastic rounding
         levels = symmetric_levels(bits)
         step = 2 * clip / levels
         k = grid_index(g_in, -clip, step, levels, stochastic=True)  # quantize_symmetric, keeping the index
@@ -114,24 +126,24 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
             code = torch.where(valid, k - levels // 2, 0.0)
             step_used = torch.where(valid, step, g_max)
     else:  # a float format replaces the grid: clip scaled onto its largest value (docs/methods.md §1.10)
-        scale = clip / ctx.fmt.max_value
-        g_hat = ctx.fmt.quantize(g_in / scale) * scale
+        scale = clip / fmt.max_value
+        g_hat = fmt.quantize(g_in / scale) * scale
     g_hat = torch.where(valid, policy.restore(g_hat, aux), g)
 
     clip_fraction = None
-    if policy.needs_clip_fraction or ctx.recording:
+    if policy.needs_clip_fraction or recording:
         clip_fraction = (g_in.abs() > clip).sum() / g_in.numel()
-    if ctx.recording:  # before the state update below: gamma_used may be the gamma buffer itself
+    if recording:  # before the state update below: gamma_used may be the gamma buffer itself
         abs_error = (g_hat - g).abs()
         scale = torch.where(valid, 1 / g_max, 0.0)  # a skipped tensor reports zero error, not 0/0
-        ctx.stats.copy_(torch.stack([
+        stats.copy_(torch.stack([
             torch.ones_like(g_max), abs_error.mean() * scale,
-            _large_gradient_error(abs_error, g, ctx.large_fraction) * scale,
+            _large_gradient_error(abs_error, g, large_fraction) * scale,
             clip_fraction, gamma_used, g_max]))
 
-    if ctx.deferred:  # quant.apply_deferred_updates reduces this row over the ranks, then moves gamma
+    if deferred:  # quant.apply_deferred_updates reduces this row over the ranks, then moves gamma
         zero = torch.zeros_like(g_max)
-        ctx.pending.add_(torch.stack([
+        pending.add_(torch.stack([
             (~valid).to(zero.dtype), valid.to(zero.dtype), torch.where(valid, gamma_used, zero),
             zero if clip_fraction is None else torch.where(valid, clip_fraction, zero), torch.where(valid, g_max, zero)]))
     else:
@@ -141,11 +153,11 @@ def quantize_output_gradient(ctx, g_out: Tensor, *, codes: bool = False) -> tupl
             gamma_next = policy.update_gamma(gamma_used, clip_fraction, bits)
         else:
             gamma_next = gamma_used
-        if ctx.warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
+        if warming_up:  # never deferred (quant.warmup_grad_intervals turns deferral off for its passes)
             gamma_next = policy.warmup_gamma(g, g_max, bits)
-            ctx.warmed.logical_or_(valid)
+            warmed.logical_or_(valid)
         gamma.copy_(torch.where(valid, gamma_next, gamma))
-        ctx.skipped.add_((~valid).to(ctx.skipped.dtype))
+        skipped.add_((~valid).to(skipped.dtype))
     return g_hat, code, step_used
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from quant.unwrap import unwrap
@@ -25,6 +26,20 @@ INT8_MIN_CONV_BACKWARD_CHANNELS = 64
 # only pays over enough pixels (results/bench/int8_direct_conv.md). A convolution narrower than
 # INT8_MIN_CONV_BACKWARD_CHANNELS with fewer pixels runs exact: im2col at 16 channels costs 3.3x the fp32 conv.
 DIRECT_CONV_MIN_PIXELS = 4096
+
+
+def int8_refusal() -> str | None:
+    """Why quant.kernel=int8 is refused on this machine, or None. A CPU without VNNI (AVX-512 VNNI, AVX-VNNI or
+    AMX: int8 dot products) runs torch._int_mm and oneDNN's int8 convolution through other code: on a 2-core AVX2
+    EPYC a ResNet-20 W4A4G4 eager step took 2.2 s with int8 against 0.35 s fake (FP32: 0.26 s; one _int_mm call
+    576 ms), and the int8 ResNet-20's first loss was 3.9735 against the exact kernel's 3.9771, where they agree to
+    1e-6 on VNNI CPUs. There every layer runs "exact", the same integer arithmetic in float32 (docs/methods.md
+    §1.9). Layers on a GPU keep int8; a training run quantizes its model on the CPU before moving it, so its
+    choice follows the host CPU (int8 on an H200 was slower than bf16 anyway, results/bench/gpu.md)."""
+    if torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported():
+        return None
+    return ("quant.kernel=int8: this CPU has no VNNI (int8 dot products), where int8 kernels ran 8x slower than the "
+            "exact ones and did not match them; running quant.kernel=exact (the same integer arithmetic in float32)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,7 @@ def choose_kernel(layer: nn.Module, kernel: str) -> str:
     """
     if kernel == "fake":
         return "fake"
-    if kernel != "int8":
+    if kernel != "int8" or (layer.weight.device.type != "cuda" and int8_refusal()):  # type: ignore[union-attr]
         return "exact"
     if isinstance(layer, nn.Conv2d):
         if isinstance(layer.padding, str) or layer.padding_mode != "zeros":

@@ -48,6 +48,7 @@ class QuantSpec:
     ("fp8_e5m2", "fp8_e4m3"; quant.float_format, docs/methods.md §1.10): the policy's clip is scaled onto the
     format's largest value, and G must be 8 bits. grad_rounding: how a float format rounds ("nearest" even, or
     "stochastic"); the integer grid always rounds stochastically.
+    fused: eager quantizers as compiled elementwise regions (quant.fused); False runs the reference functions.
     """
 
     w_bits: int | None = None
@@ -62,6 +63,7 @@ class QuantSpec:
     weight_grid: str = "symmetric"
     grad_format: str = "int"
     grad_rounding: str = "nearest"
+    fused: bool = True
 
     def __post_init__(self) -> None:
         for role in ("w", "a", "g"):
@@ -98,6 +100,9 @@ class QuantSpec:
         if self.weight_grid not in WEIGHT_GRIDS:
             raise ValueError(f"quant.weight_grid={self.weight_grid!r} is invalid: use one of {', '.join(WEIGHT_GRIDS)}")
         self._check_grad_format()
+        if not isinstance(self.fused, bool):
+            raise ValueError(f"quant.fused={self.fused!r} is invalid: use true (fused eager quantizers, quant/fused.py) "
+                             f"or false (the reference functions)")
         if self.kernel != "fake" and not self.grad.per_tensor:
             raise ValueError(f"quant.kernel={self.kernel} needs one gradient scale per tensor; {type(self.grad).__name__} "
                              f"scales each sample's row: use quant.kernel=fake")

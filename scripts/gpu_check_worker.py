@@ -29,6 +29,7 @@ import torch.nn as nn  # noqa: E402
 from assemble import Run, assemble, build, build_quant_spec, read_specs  # noqa: E402
 from data.bundle import DataBundle  # noqa: E402
 from quant import kernel_choices  # noqa: E402
+from quant.kernel_rule import int8_refusal  # noqa: E402
 from quant.exactness import (LayerOperandRecorder, assert_int8_equals_exact, assert_integer_operands,  # noqa: E402
                              layer_results)
 from runtime import cli  # noqa: E402
@@ -276,6 +277,8 @@ def check_int8_layers(recorder: LayerOperandRecorder, autocast) -> str:
         except Exception as e:
             raise AssertionError(f"{call['name']} (input {tuple(call['x'].shape)}): {short_error(e)}") from e
         compared += 1
+    if not compared and int8_refusal():  # a CPU dry run on a host without VNNI (quant.kernel_rule)
+        return f"not compared: {int8_refusal()}"
     assert compared, "no layer runs int8"
     return f"{compared} layer calls: output, dL/dX, dL/dW, dL/db equal; interval gradients to float32 rounding"
 

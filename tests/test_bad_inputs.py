@@ -65,6 +65,8 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "unknown task": (["task=segmentation"], "segmentation", None),
     "unknown optimizer": (["optim=adagrad"], "adagrad", None),
     "unknown weight grid": (["quant.weight_grid=ternary"], "quant.weight_grid='ternary'", None),
+    "compile not auto, true or false": (["compile=sometimes"], "compile=sometimes", None),
+    "fused not a bool": (["quant.fused=yes"], "quant.fused=yes", None),
     "TRS experiment without its pretrained start": (["experiment=trs_cifar100_resnet20"], "model.init_from is required",
                                                     None),
     "misspelled group": (["modle=resnet20"], "modle", None),

@@ -31,6 +31,9 @@ class GradPolicy:
     # True when the `gamma` buffer holds an absolute range that `update_gamma` moves from the stored value and the
     # gradient's g_max (in-hindsight); False when it is the ratio used, moved by the clipped fraction.
     stores_range: ClassVar[bool] = False
+    # True when the policy reads g's values, not their positions (no per-row clip, no transform, no sampling by
+    # position): quant.gradient then runs it as one fused region on a flat view of g (quant.fused).
+    fusable: ClassVar[bool] = True
 
     def initial_gamma(self) -> float:
         """gamma of a fresh layer."""

@@ -47,6 +47,7 @@ class BHQPolicy(GradPolicy):
     block: int = 8
 
     per_tensor: ClassVar[bool] = False
+    fusable: ClassVar[bool] = False  # a block transform over rows
 
     def __post_init__(self) -> None:
         if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 2:

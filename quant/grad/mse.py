@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -90,6 +91,8 @@ class MSEPolicy(GradPolicy):
     candidates: int = 32
     gamma_min: float = 1e-3
     sample_size: int | None = 32768
+
+    fusable: ClassVar[bool] = False  # samples the largest values by position (chunked top-k)
 
     def __post_init__(self) -> None:
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) \

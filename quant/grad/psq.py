@@ -30,6 +30,7 @@ class PSQPolicy(GradPolicy):
     """Min-max per sample: each row of dL/dY on its own symmetric grid."""
 
     per_tensor: ClassVar[bool] = False
+    fusable: ClassVar[bool] = False  # per-row clips
 
     def clip(self, g: Tensor, g_max: Tensor, gamma: Tensor) -> Tensor:
         row_max = row_maxima(g)

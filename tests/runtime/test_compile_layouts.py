@@ -2,6 +2,7 @@
 Inductor transpose it on every read (63 transposing loops in ResNet-20's int8 backward before these fixes)."""
 import re
 
+import pytest
 import torch
 import torch.nn as nn
 from torch._inductor.utils import run_and_get_code
@@ -9,6 +10,7 @@ from torch._inductor.utils import run_and_get_code
 from models.resnet_cifar import ResNetCifar
 from quant import QuantSpec, quantize_
 from quant.grad.lbt import LBTPolicy
+from quant.kernel_rule import int8_refusal
 from runtime.compile import compile_model
 
 
@@ -44,6 +46,7 @@ def test_the_option_a_shortcut_leaves_no_nchw_gradient_between_stages(fresh_dyna
     assert (16, 64, 4, 4) not in nchw_buffers(backward)
 
 
+@pytest.mark.skipif(int8_refusal() is not None, reason="this CPU refuses int8 kernels (no VNNI)")
 def test_an_int8_layers_backward_is_not_retraced_on_a_contiguous_gradient(fresh_dynamo):
     # A stride query inside a custom Function's backward makes Dynamo retrace it on `grad.contiguous()`: an NCHW
     # copy of every int8 layer's output gradient, which everything after it then follows.
