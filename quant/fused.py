@@ -30,6 +30,10 @@ _enabled = True
 # Numbers specialised (see `fused`); up to RECOMPILE_LIMIT graphs per region (grid kinds x ranks of the flat
 # layout: bits, weight grid, signed activations...), past it the reference function runs.
 RECOMPILE_LIMIT = 32
+# Tensors smaller than this run the reference functions: a region's call costs tens of microseconds of guards and
+# its first compile seconds, which only pays on tensors of real training runs (ResNet-20's smallest at batch 128:
+# 0.5M elements); tiny test models do not compile anything.
+MIN_ELEMENTS = 65_536
 _SPECIALISE_NUMBERS = torch._dynamo.config.patch(specialize_int=True, specialize_float=True,
                                                  recompile_limit=RECOMPILE_LIMIT)
 
@@ -57,8 +61,10 @@ def fused(*, shaped_args: int, shaped_results: int) -> Callable[[F], F]:
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            # under torch.compile Dynamo inlines fn; under a dispatch mode (FLOP counters, tests) it cannot compile
-            if not _enabled or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+            # under torch.compile Dynamo inlines fn; under a dispatch mode (FLOP counters, tests) it cannot compile;
+            # a small tensor gains less than the region's call and first compile cost
+            if not _enabled or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() \
+                    or args[0].numel() < MIN_ELEMENTS:
                 return fn(*args, **kwargs)
             first = args[0]
             # detached: the regions run without autograd, and requires_grad would otherwise be one more guard

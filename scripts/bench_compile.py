@@ -36,8 +36,8 @@ TASKS = {  # task: (README command's overrides, overrides giving `steps` steps o
 }
 
 
-def run(task: str, compile: bool, steps: int, log_every: int, results: Path) -> dict:
-    """One shortened README command in a fresh process; its timings."""
+def run(task: str, compile: bool, steps: int, log_every: int, results: Path, timeout: float) -> dict:
+    """One shortened README command in a fresh process; its timings (None past `timeout` seconds)."""
     command, shorten, batch = TASKS[task]
     name = f"{task}_{'compiled' if compile else 'eager'}"
     overrides = [*command, *shorten(steps), "optim.epochs=1", f"compile={str(compile).lower()}", "logger=[]",
@@ -45,8 +45,12 @@ def run(task: str, compile: bool, steps: int, log_every: int, results: Path) -> 
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "WANDB_MODE": "disabled"}
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=env, capture_output=True,
-                              text=True)
+        try:
+            done = subprocess.run([sys.executable, "train.py", *overrides], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"command": shlex.join(["python", "train.py", *command, f"compile={str(compile).lower()}"]),
+                    "timeout_s": timeout}
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{task} compile={compile} failed:\n{done.stderr[-3000:]}")
@@ -70,6 +74,12 @@ def report(results: dict, args, started: str, seconds: float) -> str:
              "| task | command | mode | wall (s) | first step (s) | step (ms) | compile (s) | pays back after |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for task, (eager, compiled) in results.items():
+        if "timeout_s" in compiled:
+            lines.append(f"| {task} | `{eager['command']}` | eager | {eager['wall_s']:.0f} | "
+                         f"{eager['first_step_s']:.1f} | {eager['step_ms']:.0f} | | |")
+            lines.append(f"| {task} | `{compiled['command']}` | compiled | did not finish in "
+                         f"{compiled['timeout_s']:.0f} s | | | | |")
+            continue
         compile_s = compiled["first_step_s"] - eager["first_step_s"]
         saved = eager["step_ms"] - compiled["step_ms"]
         payback = f"{1000 * compile_s / saved:.0f} steps" if saved > 0 else "never"
@@ -88,6 +98,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {list(TASKS)}")
     parser.add_argument("--steps", type=int, default=30, help="training steps per run")
     parser.add_argument("--log-every", type=int, default=10, help="steps per logged window (the steady step time)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds one command may take")
     parser.add_argument("--out", default=None, help="also write the Markdown report here")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
@@ -98,9 +109,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for task in tasks:
-            results[task] = [run(task, compile, args.steps, args.log_every, Path(folder)) for compile in (False, True)]
-            print(f"{task}: eager {results[task][0]['wall_s']:.0f} s, compiled {results[task][1]['wall_s']:.0f} s",
-                  file=sys.stderr)
+            results[task] = [run(task, compile, args.steps, args.log_every, Path(folder), args.timeout)
+                             for compile in (False, True)]
+            print(f"{task}: {[r.get('wall_s', 'timeout') for r in results[task]]} s", file=sys.stderr)
     text = report(results, args, started, time.perf_counter() - t0)
     print(text)
     if args.out:

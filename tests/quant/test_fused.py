@@ -20,10 +20,21 @@ LAYOUTS = {
 
 
 @pytest.fixture(autouse=True)
-def fused_on():
+def fused_on(monkeypatch):
+    monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)  # these tensors are small: fuse them anyway
     fused.set_fused(True)
     yield
     fused.set_fused(True)
+
+
+def test_small_tensors_run_the_reference(monkeypatch):
+    monkeypatch.setattr(fused, "MIN_ELEMENTS", 100)
+    calls = []
+    monkeypatch.setattr(quant.primitives, "uniform_like", lambda t: calls.append(t.numel()) or torch.rand_like(t))
+    state = [torch.tensor(1.0), torch.zeros(()), torch.zeros(6), torch.zeros((), dtype=torch.bool), torch.zeros(5)]
+    for n in (99, 100):
+        _quantize_and_update(torch.randn(n), *state, 4, LBTPolicy(), False, False, False, 1e-3, None, False)
+    assert calls == [99]  # the python function ran for 99 elements; 100 went through the compiled region
 
 
 def activations(layout: str) -> torch.Tensor:
