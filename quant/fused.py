@@ -3,8 +3,8 @@
 In eager mode a quantizer is a chain of ATen ops, each a full pass over the tensor with its own temporary (scale,
 round, clamp, rescale; the clipping mask, the interval gradient; g_max, the noise, the grid, the clipped fraction):
 on ResNet-20 that made the W4A4G4 eager step 2.7x FP32. `fused(fn)` compiles such a pure function with
-`torch.compile(fullgraph=True, dynamic=True)`: a handful of loops instead of 6-12 passes, one graph per shape
-class (rank, dtype, grid kind) shared by every layer, seconds to compile once (Inductor's on-disk cache after).
+`torch.compile(fullgraph=True, dynamic=True)` on 1-D views: a handful of loops instead of 6-12 passes, one graph per
+dtype and grid kind shared by every layer and layout, seconds to compile once (Inductor's on-disk cache after).
 
 Numerics: the fused regions are the reference functions themselves, traced; every elementwise result is the
 reference's bit for bit (tests/quant/test_fused.py). Two things differ, both as under compile=true:
@@ -42,10 +42,6 @@ def set_fused(enabled: bool) -> None:
     """Run the fused regions (True) or the reference functions (False) from now on in this process."""
     global _enabled
     _enabled = bool(enabled)
-
-
-def fused_enabled() -> bool:
-    return _enabled
 
 
 def fused(*, shaped_args: int, shaped_results: int) -> Callable[[F], F]:
