@@ -182,10 +182,13 @@ class Run:
     def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: forward, backward, cross-rank quantizer reduction, optimizer steps; (loss, non-finite flag).
 
-        No host sync (the rank-sum of the pending gradient-interval statistics is one packed collective)."""
-        with self.autocast:
-            loss = self.task.loss(self.step_model, batch)
-        loss.backward()
+        No host sync (the rank-sum of the pending gradient-interval statistics is one packed collective). A step
+        that records statistics (quant.set_recording) runs a compiled model eagerly: compiled, it would be a second
+        graph of the whole step, doubling the compile time for one step in `log_every`."""
+        with torch.compiler.set_stance("force_eager") if self.compiled and self.quant.recording else nullcontext():
+            with self.autocast:
+                loss = self.task.loss(self.step_model, batch)
+            loss.backward()
         self.quant.after_backward()
         nonfinite = step_optimizers(self.optimizers, self.params)
         for opt in self.optimizers:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from assemble import ConfigError, Run, assemble, read_specs
 from optim.trs import drain_transition_stats
 from runtime import atomic, checkpoint, cli, distributed, run_folder, run_info
-from runtime.compile import eager_fallbacks, fresh_compile_state
+from runtime.compile import CompileTally, compile_report, fresh_compile_state
 from runtime.preemption import PreemptionGuard
 from runtime.run_lock import RunInUseError, run_lock
 from runtime.run_folder import RunFolderRefused, check_run_folder, record_failure, remove_empty_run_dir
@@ -50,7 +50,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
     dist = distributed.setup(specs.run.device)
     with ExitStack() as cleanup:
         cleanup.callback(distributed.teardown, dist)
-        fallbacks_before = fresh_compile_state()  # the summary lists what this run's compiled code ran eagerly
+        compiling = fresh_compile_state()  # the summary says what compiling cost and what ran eagerly
         run = assemble(cfg, specs, dist)
         ckpt = checkpoint.load(run_dir, world=dist.world)  # or checkpoint.prev.pt; CheckpointError: bad input
         state = TrainState.from_checkpoint(ckpt, dist.device)
@@ -79,7 +79,7 @@ def train(cfg: DictConfig, choices: dict[str, str] | None = None, overrides: lis
         except BaseException:
             logger.finish(exit_code=1)
             raise
-        return finish(cfg, run, state, logger, run_dir, overrides or [], fallbacks_before, started)
+        return finish(cfg, run, state, logger, run_dir, overrides or [], compiling, started)
 
 
 def fit(run: Run, state: TrainState, logger, run_dir: Path, *, fresh: bool) -> None:
@@ -175,18 +175,18 @@ def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> boo
     return improved
 
 
-def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: list[str], fallbacks_before,
+def finish(cfg, run: Run, state: TrainState, logger, run_dir: Path, overrides: list[str], compiling: CompileTally,
            started: float) -> dict:
     """summary.json (atomically), W&B's summary; a search's found network is written as a model config."""
     dist, primary = run.dist, f"test/{run.task.metric}"
     found = run_folder.write_found(run_dir, run.search.finish()) if dist.is_main else {}  # NCE: the found network
-    fallbacks = dict(eager_fallbacks() - fallbacks_before) if run.compiled else None
-    if fallbacks:  # a compiled run that is partly eager is slow for a reason the user should see
-        log.warning(f"compile=true, but parts of this run's step ran eagerly: {fallbacks}")
+    compiled = compile_report(compiling, run.compiled)  # eager_fallbacks, compile_s
+    if compiled["eager_fallbacks"]:  # a compiled run that is partly eager is slow for a reason the user should see
+        log.warning(f"compile=true, but parts of this run's step ran eagerly: {compiled['eager_fallbacks']}")
     summary = {"status": "finished", "error": None, "name": cfg.name, "run_id": run_dir.name, **run.specs.labels,
                **found, "metric": primary, "start": state.start or None, "final": state.final, "best": state.best,
                "best_epoch": state.best_epoch, "best_checkpoint": checkpoint.BEST_NAME, "epochs": run.specs.run.epochs,
-               "steps": state.step, "world_size": dist.world, "overrides": overrides, "eager_fallbacks": fallbacks,
+               "steps": state.step, "world_size": dist.world, "overrides": overrides, **compiled,
                "wall_time_s": round(time.perf_counter() - started, 2), "finished_at": round(time.time(), 3),
                "versions": run_info.versions(), "config": run_info.resolved(cfg)}
     if dist.is_main:

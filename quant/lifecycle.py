@@ -33,6 +33,7 @@ class QuantLifecycle:
         self.model = model
         self.all_reduce = all_reduce
         self.quantized = any(isinstance(m, (QConv2d, QLinear)) for m in model.modules())
+        self.recording = False  # this step records the per-layer statistics (a logging step)
         self._precision_step: Callable[[int], None] = lambda step: None
 
     def labels(self) -> dict:
@@ -62,6 +63,7 @@ class QuantLifecycle:
         self._precision_step(step)
         if logging and self.quantized:
             set_recording(self.model, True)
+            self.recording = True
 
     def after_backward(self) -> None:
         if self.all_reduce is not None and self.quantized:
@@ -72,4 +74,5 @@ class QuantLifecycle:
         if not self.quantized:
             return {}
         set_recording(self.model, False)
+        self.recording = False
         return drain_grad_stats(self.model)

@@ -14,6 +14,7 @@ stores are fast there, and a saved mask is a quarter of the memory).
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 import torch
 import torch.fx
@@ -59,15 +60,38 @@ def compile_model(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def fresh_compile_state() -> Counter[str]:
-    """Start a run with dynamo's caches empty and return the eager fallbacks so far (to diff at the end).
+class CompileTally(NamedTuple):
+    """Process-wide compile counters; a run diffs the tally at its end against the one at its start."""
+    fallbacks: Counter[str]  # eager_fallbacks()
+    seconds: float  # compile_seconds()
+
+
+def fresh_compile_state() -> CompileTally:
+    """Start a run with dynamo's caches empty and return the tally so far (to diff at the end).
 
     A Hydra multirun trains its jobs one after another in one process: the earlier jobs' graphs (of models that no
     longer exist) count against dynamo's limit of 8 graphs per code object; past it every later job's model runs
     eagerly, and only the job that crossed it records "Dynamo recompile limit exceeded" (seen in
     results/grad_baselines, made before this reset: from the third job of each multirun on)."""
     torch._dynamo.reset()
-    return eager_fallbacks()
+    return compile_tally()
+
+
+def compile_tally() -> CompileTally:
+    return CompileTally(eager_fallbacks(), compile_seconds())
+
+
+def compile_report(since: CompileTally, compiled: bool) -> dict:
+    """A run's summary fields: `eager_fallbacks` (a compiled run's, else None) and `compile_s`, since `since`."""
+    now = compile_tally()
+    return {"eager_fallbacks": dict(now.fallbacks - since.fallbacks) if compiled else None,
+            "compile_s": round(now.seconds - since.seconds, 1)}
+
+
+def compile_seconds() -> float:
+    """Seconds this process spent compiling so far: dynamo's frames (tracing, AOT autograd, Inductor's forward
+    graphs) and the backward graphs Inductor compiles at their first use; the fused eager quantizers count too."""
+    return torch._dynamo.utils.calculate_time_spent()["total_wall_time"]
 
 
 def eager_fallbacks() -> Counter[str]:

@@ -54,3 +54,25 @@ def test_compiled_quantized_model_trains_with_the_same_gamma_updates_as_eager(po
     loss(eager).backward()
     assert compiled_model[2].gq.gamma.item() == pytest.approx(eager[2].gq.gamma.item())
     assert all(torch.isfinite(p.grad).all() for p in compiled_model.parameters() if p.grad is not None)
+
+
+def test_a_compiled_runs_logging_steps_run_eagerly_and_still_record(fresh_dynamo):
+    """Recording the statistics is a python flag: compiled, a logging step would be a second graph of the whole step
+    (it doubled detection's compile time). Run.train_step runs it eagerly; one graph serves the other steps."""
+    from dataclasses import replace
+
+    from scripts.bench_common import build_run
+    run, batch = build_run(["model=resnet20", "bits=4"], batch_size=4, image_size=8)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    run = replace(run, step_model=torch.compile(run.model, backend=counting_backend), compiled=True)
+    for step, logging in enumerate((True, False, True, False)):
+        run.quant.before_step(step, logging)
+        loss, _ = run.train_step(batch)
+        stats = run.quant.drain() if logging else stats
+        assert torch.isfinite(loss)
+    assert len(graphs) == 1, "a logging step compiled a graph of its own"
+    assert any(key.startswith("E_G/") for key in stats) and all(v == v for v in stats.values())

@@ -1,12 +1,12 @@
 """runtime.compile: a compiled CPU step saves no bool mask for backward (Inductor stores bools slowly on CPU),
-and eager_fallbacks says when compiled code ran eagerly."""
+eager_fallbacks says when compiled code ran eagerly, compile_report what compiling cost."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from quant import QuantSpec, quantize_
 from quant.apt import AptPolicy
-from runtime.compile import compile_model, eager_fallbacks, fresh_compile_state
+from runtime.compile import compile_model, compile_report, compile_tally, eager_fallbacks, fresh_compile_state
 
 
 def saved_dtypes(fn, x: torch.Tensor) -> tuple[set[torch.dtype], torch.Tensor]:
@@ -114,3 +114,20 @@ def test_a_new_run_compiles_afresh_after_earlier_jobs_used_up_the_recompile_limi
     assert graphs_compiled([Scaled(100)]) == 0  # ... and a later job's model would run eagerly, without a word
     fresh_compile_state()  # what train.train does first
     assert graphs_compiled([Scaled(k) for k in range(200, 205)]) == 5
+
+
+def test_compile_report_counts_the_forward_and_the_backward_compile_and_nothing_eager(fresh_dynamo):
+    """summary.json's compile_s: the backward graph compiles at the first backward, after the forward's frame."""
+    x = torch.randn(64, requires_grad=True)
+    start = fresh_compile_state()
+    torch.sin(x).sum().backward()  # eager: compiles nothing
+    assert compile_report(start, compiled=False) == {"eager_fallbacks": None, "compile_s": 0.0}
+    f = torch.compile(lambda t: (torch.sin(t) * 3).sum(), backend="aot_eager")
+    before_forward = compile_tally().seconds
+    loss = f(x)
+    after_forward = compile_tally().seconds
+    loss.backward()
+    after_backward = compile_tally().seconds
+    assert before_forward < after_forward < after_backward
+    report = compile_report(start, compiled=True)
+    assert report == {"eager_fallbacks": {}, "compile_s": round(after_backward - start.seconds, 1)}
