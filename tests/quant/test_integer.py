@@ -1,9 +1,10 @@
 """quant.kernel=exact|int8 (docs/methods.md §1.9): the op runs on integer codes and the scales come after it.
 
 Invariants: every operand handed to a conv/matmul is an integer code on its grid; int8 equals exact with no
-tolerance (integer arithmetic; the shapes here keep every float32 sum of codes below 2^24, so exact is exact
-too); exact equals fake in float32 up to accumulation order; under bf16 autocast exact equals its fp32 result;
-the straight-through and interval gradients are the fake path's.
+tolerance (integer arithmetic; the layers here keep every float32 sum of codes below 2^24, so exact is exact
+too; the model-level ResNet-20 is the exception, see its test); exact equals fake in float32 up to accumulation
+order; under bf16 autocast exact equals its fp32 result; the straight-through and interval gradients are the fake
+path's.
 """
 import copy
 
@@ -20,8 +21,16 @@ from quant.exactness import OperandRecorder, assert_int8_equals_exact, assert_in
 from quant.im2col import INT32_SAFE_K
 from quant.integer import int_matmul
 
-# oneDNN's int8 convolution saturates without VNNI, so there every layer runs "exact" (kernel_rule.int8_refusal)
-needs_int8 = pytest.mark.skipif(int8_refusal() is not None, reason="this CPU refuses int8 kernels (no VNNI)")
+# Without VNNI a training run refuses int8 (kernel_rule.int8_refusal): slow, and oneDNN's u8 x s8 pair sums saturate
+# at 16 bits there (oneDNN developer guide, "Nuances of int8 Computations"). The int8 code is this project's all the
+# same, so these tests force it: their small layers' sums stay below saturation and int8 still equals exact. Only
+# the 8-bit ResNet-20 through oneDNN's direct convolution reaches it (its first loss then differs from exact's).
+VNNI = int8_refusal() is None
+
+
+@pytest.fixture(autouse=True)
+def int8_even_without_vnni(monkeypatch):
+    monkeypatch.setattr(kernel_rule, "int8_refusal", lambda: None)
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +110,6 @@ def assert_all(check, a, b):
             assert check(u, v), f"output {i}: max diff {(u - v).abs().max().item()}"
 
 
-@needs_int8
 @pytest.mark.parametrize("name", LAYERS)
 def test_int8_equals_exact_without_tolerance(name, conv_lowering):
     choice, int8 = run_layer(name, "int8")
@@ -110,7 +118,6 @@ def test_int8_equals_exact_without_tolerance(name, conv_lowering):
     assert_int8_equals_exact(int8, exact)  # y, dL/dX, dL/dW, dL/db equal; the interval gradients to rounding
 
 
-@needs_int8
 @pytest.mark.parametrize("name", ["conv1x1", "conv1x1-stride2", "conv3x3", "conv3x3-stride2"])
 def test_int8_equals_exact_on_channels_last_inputs(name, conv_lowering):
     int8, exact = run_layer(name, "int8", channels_last=True)[1], run_layer(name, "exact")[1]
@@ -132,7 +139,6 @@ def test_exact_equals_fake_in_float32_up_to_accumulation_order(name, bits):
             assert close[i](u, v), f"output {i}: max diff {(u - v).abs().max().item()}"
 
 
-@needs_int8
 @pytest.mark.parametrize("bits", [2, 8])
 @pytest.mark.parametrize("name", ["linear", "linear-signed", "conv1x1-stride2", "conv3x3", "conv3x3-stride2"])
 def test_the_signed_weight_grid_gives_int8_equal_to_exact_equal_to_fake(name, bits, conv_lowering):
@@ -152,8 +158,6 @@ def test_the_signed_weight_grid_gives_int8_equal_to_exact_equal_to_fake(name, bi
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
 @pytest.mark.parametrize("name", ["linear", "conv1x1-stride2", "conv3x3"])
 def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_fp32(name, kernel, conv_lowering):
-    if kernel == "int8" and int8_refusal():
-        pytest.skip("this CPU refuses int8 kernels (no VNNI)")
     # the reference quantizers in both runs: under the recorder (a dispatch mode) quant.fused cannot compile, and
     # its noise (a hash) differs from the reference's torch.rand
     with OperandRecorder() as recorder:
@@ -164,7 +168,6 @@ def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_
     assert_integer_operands(recorder.operands)  # no bf16 (nothing off the grid), integer codes
 
 
-@needs_int8
 def test_resnet20_runs_its_narrow_convolutions_int8_forward_and_the_64_channel_ones_int8():
     choices = kernel_choices(quantized_model(lambda: resnet20(num_classes=10), "int8"))
     narrow = [name for name, kind in choices.items() if kind == "int8-forward"]
@@ -174,7 +177,6 @@ def test_resnet20_runs_its_narrow_convolutions_int8_forward_and_the_64_channel_o
                                                                      [(0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]]
 
 
-@needs_int8
 @pytest.mark.parametrize("min_pixels, forward_op", [(1, "quant.direct_conv"), (10**12, "aten.convolution")])
 def test_an_int8_forward_convolution_runs_its_backward_exact_and_runs_exact_without_onednn(monkeypatch, min_pixels,
                                                                                            forward_op):
@@ -229,13 +231,17 @@ def mlp():
 # Model level, fake vs int8: each layer agrees to float32 accumulation order, but a round-to-nearest code sits
 # at a rounding boundary now and then, and BatchNorm amplifies the 1e-7 difference of the layer before it: in a
 # ResNet-20 forward (8 bits) one activation code of 131,072 differs at the second quantized conv and 2,152 of
-# 65,536 at the eighth. The losses then agree to a few 1e-3 (measured 5e-3 after two steps), not to 1e-6;
-# int8 vs exact, which compute the same codes, agree to float32 rounding of the interval gradients.
-@needs_int8
-@pytest.mark.parametrize("make, shape, int8_layers, fake_rel", [
-    (lambda: resnet20(num_classes=10), (8, 3, 32, 32), 18, 2e-2), (mlp, (8, 3, 8, 8), 2, 1e-4)])
-def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, shape, int8_layers, fake_rel,
-                                                                       conv_lowering):
+# 65,536 at the eighth, and the first losses differ by 1.6e-4. Two SGD steps at lr 0.1 on one batch of 8 (loss
+# 3.98 -> 0.24) compound those flips through the stochastic rounding: over 8 noise seeds the losses after them
+# differed by at most 0.011, so they are compared to 0.03 (a backward that did not train would miss by 3).
+# int8 vs exact, which compute the same codes, agree to float32 rounding: ResNet-20's dL/dW sums 8,192 products
+# of codes, past float32's 2^24, which exact rounds and int8 does not (2.2e-6 after two steps on an AVX2 CPU).
+@pytest.mark.parametrize("make, shape, int8_layers, fake_tolerance, exact_rel", [
+    (resnet20, (8, 3, 32, 32), 18, dict(abs=0.03), 1e-5), (mlp, (8, 3, 8, 8), 2, dict(rel=1e-4), 1e-6)])
+def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, shape, int8_layers, fake_tolerance,
+                                                                       exact_rel, conv_lowering):
+    if make is resnet20 and conv_lowering != "im2col" and not VNNI:
+        pytest.skip("without VNNI oneDNN's direct int8 convolution saturates 8-bit ResNet-20 sums")
     torch.manual_seed(0)
     x, y = torch.randn(shape), torch.randint(0, 10, (shape[0],))
     losses = {}
@@ -256,14 +262,13 @@ def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, sha
             optimizer.zero_grad()
             losses[kernel].append(loss.item())
         losses[kernel].append(loss_fn().item())
-    assert losses["int8"] == pytest.approx(losses["exact"], rel=1e-6)
-    assert losses["int8"] == pytest.approx(losses["fake"], rel=fake_rel)
+    assert losses["int8"] == pytest.approx(losses["exact"], rel=exact_rel)
+    assert losses["int8"][0] == pytest.approx(losses["fake"][0], rel=1e-3)
+    assert losses["int8"] == pytest.approx(losses["fake"], **fake_tolerance)
 
 
 @pytest.mark.parametrize("kernel", ["exact", "int8"])
 def test_compiled_integer_layers_match_eager(kernel, conv_lowering):
-    if kernel == "int8" and int8_refusal():
-        pytest.skip("this CPU refuses int8 kernels (no VNNI)")
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
     eager = quantized_model(lambda: nn.Sequential(  # 3x3 stride 2, 1x1 and linear "int8" (first and last stay fp)
