@@ -165,7 +165,6 @@ class Run:
     bundle: Any  # data.bundle.DataBundle: train / test loaders, sharding
     model: torch.nn.Module  # the bare model: its state_dict is the checkpoint's
     step_model: torch.nn.Module  # what the training step runs: DDP-wrapped and/or compiled
-    eval_model: torch.nn.Module
     search: Any  # search.nce.WidthSearch, or NullSearch
     quant: QuantLifecycle
     optimizers: list[torch.optim.Optimizer]
@@ -185,7 +184,7 @@ class Run:
         No host sync (the rank-sum of the pending gradient-interval statistics is one packed collective). A step
         that records statistics (quant.set_recording) runs a compiled model eagerly: compiled, it would be a second
         graph of the whole step, doubling the compile time for one step in `log_every`."""
-        with torch.compiler.set_stance("force_eager") if self.compiled and self.quant.recording else nullcontext():
+        with self._eager(self.quant.recording):
             with self.autocast:
                 loss = self.task.loss(self.step_model, batch)
             loss.backward()
@@ -196,6 +195,18 @@ class Run:
         for scheduler in self.schedulers:
             scheduler.step()
         return loss.detach(), nonfinite
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics on this rank's test shard (the task sums over ranks), from the bare model (its forward
+        runs no collective: test shards differ in length across ranks), eagerly: a compiled model's evaluation was
+        its own graphs, a third of a detector's compile time for a few percent of a run's forwards (docs/speed.md)."""
+        self.model.eval()
+        with torch.no_grad(), self.autocast, self._eager(True):
+            return self.task.evaluate(self.model, self.bundle.test, self.device)
+
+    def _eager(self, wanted: bool):
+        """Run the compiled model's code eagerly within this context, when `wanted` (a no-op for an eager run)."""
+        return torch.compiler.set_stance("force_eager") if self.compiled and wanted else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
@@ -242,14 +253,12 @@ def assemble(cfg: DictConfig, specs: Specs, dist: distributed.Dist, *, bundle=No
     specs.labels["compiled"] = compiled  # what compile=auto chose, in summary.json and W&B
     notes = [why, *([int8_refusal()] if specs.quant.kernel == "int8" and int8_refusal() else [])]
     step_model = compile_model(step_model) if compiled else step_model
-    # Test shards differ in length across ranks: evaluate the bare model, whose forward runs no collective.
-    eval_model = (compile_model(model) if compiled else model) if dist.enabled else step_model
     if run_spec.amp and device.type != "cuda":
         log.warning(f"amp=true has no effect on {device.type}: bf16 autocast runs on CUDA only")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run_spec.amp and device.type == "cuda" \
         else nullcontext()
     return Run(specs=specs, dist=dist, task=task, bundle=bundle, model=model, step_model=step_model,
-               eval_model=eval_model, search=search, quant=quant, optimizers=optimizers, schedulers=schedulers,
+               search=search, quant=quant, optimizers=optimizers, schedulers=schedulers,
                params=params, autocast=autocast, compiled=compiled, notes=notes)
 
 

@@ -156,10 +156,7 @@ def log_window(run: Run, state: TrainState, logger, *, img_per_s: float) -> floa
 def evaluate(run: Run, state: TrainState, logger, *, start: bool = False) -> bool:
     """Every rank evaluates its shard (the task sums over ranks): test/* after an epoch, then the ranks must still
     hold the same model (True: the best epoch so far); start/* before the first step."""
-    run.model.eval()
-    with torch.no_grad(), run.autocast:
-        metrics = {f"{'start' if start else 'test'}/{k}": v
-                   for k, v in run.task.evaluate(run.eval_model, run.bundle.test, run.device).items()}
+    metrics = {f"{'start' if start else 'test'}/{k}": v for k, v in run.evaluate().items()}
     epoch = state.epoch
     logger.log(metrics, step=state.step, epoch=epoch)
     if start:

@@ -45,7 +45,7 @@ def compile_model(module: torch.nn.Module) -> torch.nn.Module:
     """torch.compile(module) with the CPU mask pass (module notes); the options apply to this module's graphs only.
 
     A model whose forward is partly data-dependent names its dense, fixed-shape submodules in `compile_targets`
-    (e.g. FCOS: ("backbone", "head"), models/detection.py); only those are compiled, in place (their state_dict
+    (e.g. FCOS: its backbone, models/detection.py); only those are compiled, in place (their state_dict
     keys do not change), and `module` is returned as it is. Compiling the whole detector instead spent minutes on
     graph breaks (`.item()`) and Inductor failures (`aten.nonzero`) in target matching, losses and NMS, code that
     holds no quantized layer and gains nothing from compilation. A DistributedDataParallel's inner model counts.

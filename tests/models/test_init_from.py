@@ -32,9 +32,7 @@ def fp_run(tmp_path_factory):
 def test_a_run_folder_starts_the_new_run_at_its_accuracy(tmp_path, fp_run):
     folder, summary = fp_run
     run = assembled(config(tmp_path, "qat", ["quant=fp32", f"model.init_from={folder}"]))
-    run.model.eval()
-    with torch.no_grad():
-        top1 = run.task.evaluate(run.eval_model, run.bundle.test, run.device)["top1"]
+    top1 = run.evaluate()["top1"]
     assert top1 == summary["final"]["test/top1"]  # same weights, same data, same evaluation
 
 

@@ -106,23 +106,21 @@ def test_two_training_steps_on_cpu_give_finite_losses_and_move_the_weights(one_t
     assert len(out) == 2 and all(o["boxes"].shape[1] == 4 and torch.isfinite(o["boxes"]).all() for o in out)
 
 
-def test_compile_compiles_only_the_backbone_and_head_which_hold_every_conv_and_trace_whole(fresh_dynamo):
-    """compile=true on the detector: target matching, losses and NMS (`.item()`, `nonzero`) stay eager, so
-    Inductor never sees them; compiling the whole detector spent minutes on their graph breaks (issue 27). The
-    real command compiles in about a minute on 2 cores (too long here): dynamo's trace alone checks the targets."""
+def test_compile_compiles_only_the_backbone_in_place_and_it_traces_whole(fresh_dynamo):
+    """compile=true on the detector: the backbone + FPN (most quantized layers and FLOPs) compiles; target matching,
+    losses and NMS (`.item()`, `nonzero`) stay eager, so Inductor never sees them (compiling the whole detector
+    spent minutes on their graph breaks, issue 27), and so does the head, whose five FPN levels cost 67 kernels for
+    3% of a step (models/detection.py). The real command compiles in over a minute on 2 cores (too long here):
+    dynamo's trace alone checks the backbone."""
     from runtime.compile import compile_model
 
     model = _tiny_fcos()
-    targets = model.compile_targets
-    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    assert all(any(n.startswith(t + ".") for t in targets) for n in convs)  # every (quantizable) layer compiles
+    assert model.compile_targets == ("backbone",)
     images = torch.rand(2, 3, 64, 64)
-    features = list(model.backbone(images).values())
-    for module, x in ((model.backbone, images), (model.head, features)):
-        assert torch._dynamo.explain(module)(x).graph_break_count == 0
+    assert torch._dynamo.explain(model.backbone)(images).graph_break_count == 0
     with unittest.mock.patch.object(torch.nn.Module, "compile") as compile_in_place:
         assert compile_model(model) is model  # in place: the state_dict keys stay those of the checkpoints
-    assert compile_in_place.call_count == len(targets)
+    assert compile_in_place.call_count == 1
 
 
 def test_default_quant_spec_keeps_the_stem_and_the_prediction_convs_in_full_precision():
