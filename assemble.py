@@ -201,12 +201,12 @@ class Run:
         runs no collective: test shards differ in length across ranks), eagerly: a compiled model's evaluation was
         its own graphs, a third of a detector's compile time for a few percent of a run's forwards (docs/speed.md)."""
         self.model.eval()
-        with torch.no_grad(), self.autocast, self._eager(True):
+        with torch.no_grad(), self.autocast, self._eager():
             return self.task.evaluate(self.model, self.bundle.test, self.device)
 
-    def _eager(self, wanted: bool):
-        """Run the compiled model's code eagerly within this context, when `wanted` (a no-op for an eager run)."""
-        return torch.compiler.set_stance("force_eager") if self.compiled and wanted else nullcontext()
+    def _eager(self, when: bool = True):
+        """A context that runs the compiled model's code eagerly if `when` (a no-op for an eager run)."""
+        return torch.compiler.set_stance("force_eager") if self.compiled and when else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],

@@ -94,8 +94,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str = "last", overrides: list[str] |
     `<run_dir>/eval_<ckpt>.json`; the returned dict is what that file holds."""
     run_dir, overrides = Path(run_dir), list(overrides or [])
     run, state, file = load_run(run_dir, ckpt, overrides)
-    with torch.no_grad():
-        metrics = {f"test/{k}": v for k, v in run.task.evaluate(run.model, run.bundle.test, run.device).items()}
+    metrics = {f"test/{k}": v for k, v in run.evaluate().items()}  # as the trainer evaluates (autocast included)
     result = {"run": str(run_dir), "checkpoint": file.name, "epoch": state.get("epoch"), "overrides": overrides,
               "metrics": metrics, "written": str(run_dir / f"eval_{ckpt}.json")}
     atomic.write_json(Path(result["written"]), result)

@@ -2,8 +2,8 @@
 
 For each task, `python train.py <its README command> compile=false` and `compile=true` run as a new user runs them
 (a fresh process, Inductor's cache in a new empty folder), shortened to `--steps` training steps by the data's
-size settings (detection's test split too); the test split is evaluated once at the end, compiled under
-compile=true.
+size settings (detection's test split too); the test split is evaluated once at the end (eagerly in both modes:
+a compiled run compiles its training step only).
 Reported per run: the whole command's wall time, its first training step (from metrics.jsonl's first logged
 window), the steady step time (the last logged window), the seconds it spent compiling (summary.json's
 `compile_s`: every graph, the training step's and the evaluation's, forward and backward; an eager run's are the
