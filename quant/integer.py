@@ -25,7 +25,8 @@ rank-1 integer correction (zero-point trick). Overflow: every sum is an exact in
 magnitude, below 2^31 for K <= INT32_SAFE_K (66,311); longer reductions are split into chunks and summed in int64.
 Layers where int8 does not pay (narrow GEMMs, narrow convolutions) or that im2col does not express (groups,
 dilation) run "exact"; convolutions from INT8_MIN_CONV_CHANNELS but narrower than INT8_MIN_CONV_BACKWARD_CHANNELS
-run "int8-forward": the forward through quant.direct_conv, the backward exact. Which layer runs which kernel is the
+run "int8-fwd-dx": the forward and dL/dX through quant.direct_conv, dL/dW as the exact path's float32 op (or, below
+INT8_MIN_CONV_INPUT_GRAD_CHANNELS, "int8-forward": the whole backward exact). Which layer runs which kernel is the
 rule in quant.kernel_rule (choose_kernel, layer_op, kernel_choices); this module computes it.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
@@ -106,13 +107,15 @@ def _direct(op: LayerOp, x: Tensor) -> bool:
 
 def _lowering(op: LayerOp, x: Tensor) -> tuple[LayerOp, bool, LayerOp]:
     """(forward op, whether it runs as quant.direct_conv, backward op) of a layer for input x: a convolution
-    without int8_backward runs its forward int8 only through quant.direct_conv and its backward exact, and runs
-    exact entirely where quant.direct_conv does not apply."""
+    without int8_backward runs int8 only through quant.direct_conv, its forward and (int8_input_grad) dL/dX, its
+    dL/dW exact (_direct_backward); exact entirely where quant.direct_conv does not apply."""
     direct = _direct(op, x)
     if op.int8_backward or not op.int8:  # all int8, or all exact
         return op, direct, op
     exact = replace(op, int8=False)
-    return (op if direct else exact), direct, exact
+    if not direct:
+        return exact, False, exact
+    return op, True, (op if op.int8_input_grad else exact)  # int8 dL/dX through quant.direct_conv, dL/dW exact
 
 
 def _direct_forward(op: LayerOp, a_index: Tensor, w8: Tensor, zero_idx: Tensor) -> Tensor:
@@ -187,10 +190,13 @@ def _backward_op(op: LayerOp, g: Tensor, a: Tensor, w: Tensor, a8: Tensor | None
 
 def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
     """_backward_op of a layer whose forward ran quant.direct_conv: dL/dX as oneDNN's int8 convolution of the
-    gradient codes, dL/dW as quant.im2col's GEMM (a, g: float activation and gradient codes)."""
+    gradient codes, dL/dW as quant.im2col's GEMM, or for a narrow layer (not op.int8_backward) as the exact path's
+    float32 op (a, g: float activation and gradient codes)."""
     g_u8 = (g + GRAD_ZERO_POINT).to(torch.uint8).contiguous(memory_format=torch.channels_last)
     grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
     # (B, Ho, Wo, O) from the uint8 codes, not from g: one pass over bytes, and g (float) is never laid out
+    if not op.int8_backward:  # a narrow layer: dL/dW on the float codes (kernel_rule.INT8_MIN_CONV_INPUT_GRAD_CHANNELS)
+        return grad_a, _float_conv_backward(op, g, a, w8.float(), input_grad=False)[1]
     g8 = _to_int8(g_u8.permute(0, 2, 3, 1).to(torch.int16), GRAD_ZERO_POINT)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
     return grad_a, grad_w
@@ -235,8 +241,9 @@ class _IntegerLayer(torch.autograd.Function):
             nchw = _needs_nchw(x, op)
             y = _like(y, nchw)
         # an int8 backward keeps only the int8 codes (a quarter of the float codes' memory)
+        # (a narrow layer's float dL/dW takes the float codes: saved, not rebuilt from a8 in backward)
         ctx.save_for_backward(x, w, a_upper, a_signed, w_scale, w_top, step_a, step_w, zero,
-                              *((a8, w8) if backward_op.int8 else (a, cw)))
+                              *((a if not backward_op.int8_backward else a8, w8) if backward_op.int8 else (a, cw)))
         ctx.op, ctx.direct = backward_op, direct and backward_op.int8
         ctx.a_bits, ctx.has_bias, ctx.w_dtype = a_bits, bias is not None, w.dtype
         ctx.nchw = nchw  # decided here, not in backward (_needs_nchw)
@@ -250,7 +257,7 @@ class _IntegerLayer(torch.autograd.Function):
             with span("quant.quantize"):
                 g_hat, cg, step_g = quantize_output_gradient(ctx, g_out, codes=True)
             if ctx.direct:
-                a = a_saved.float() - zero_index(ctx.a_bits, zero)
+                a = a_saved if a_saved.is_floating_point() else a_saved.float() - zero_index(ctx.a_bits, zero)
                 grad_a, grad_w = _direct_backward(op, cg, a, w_saved, zero)
                 cw = w_saved.float()
             else:

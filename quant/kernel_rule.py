@@ -12,14 +12,16 @@ from quant.unwrap import unwrap
 
 # Narrower GEMMs run "exact": int8 breaks even at 64 features and loses below (results/bench/int8_cpu_vit_rerun.md).
 INT8_MIN_WIDTH = 64
-# Convolutions with a kernel larger than 1x1 run their forward int8 from this many input and output channels, and
-# their backward (dL/dX and dL/dW) int8 from INT8_MIN_CONV_BACKWARD_CHANNELS. Alone, oneDNN's int8 forward is
-# 2.8x the fp32 convolution's speed at 16 and 32 channels (ResNet-20's first two stages, batch 128), its dL/dX 2.4x,
-# but inside ResNet-20's compiled step the narrow int8 backward cost more than it saved (the uint8 gradient codes,
-# the float activation codes rebuilt for dL/dW). ResNet-20's compiled W8 step in one process, ratio to FP32
-# (results/bench/cpu_resnet20_rules.md): this rule 1.00x, int8 from 64 channels only 1.10x, forward and backward
-# from 16 1.07x, forward from 32 1.05x.
+# Convolutions with a kernel larger than 1x1 run their forward int8 from INT8_MIN_CONV_CHANNELS input and output
+# channels, dL/dX from INT8_MIN_CONV_INPUT_GRAD_CHANNELS and dL/dW from INT8_MIN_CONV_BACKWARD_CHANNELS; narrower
+# than that, dL/dW is the exact path's float32 op on float codes. Alone at ResNet-20's 16 and 32 channels (32x32 and
+# 16x16, batch 128), oneDNN's int8 forward is 2.8x the fp32 convolution's speed and its dL/dX 2.4x (1.6 against
+# 3.9 ms at 16 channels), while dL/dW through quant.im2col loses (its im2col copy alone costs 3.3x an fp32 conv).
+# ResNet-20's compiled step in one process, ratio to compiled FP32: W4A4G4 forward from 16, dX from 16, dW from 64
+# (this rule) against the forward alone from 16 (16/64/64): results/bench/cpu_resnet20_dx.md; W8, older rules
+# (results/bench/cpu_resnet20_rules.md): 16/64/64 1.00x, all from 64 1.10x, all from 16 1.07x, forward from 32 1.05x.
 INT8_MIN_CONV_CHANNELS = 16
+INT8_MIN_CONV_INPUT_GRAD_CHANNELS = 16
 INT8_MIN_CONV_BACKWARD_CHANNELS = 64
 # An int8 convolution with at least this many output pixels (batch x Ho x Wo) runs as oneDNN's direct int8
 # convolution (quant.direct_conv), fewer through quant.im2col: oneDNN reorders the weights on every call, which
@@ -47,8 +49,8 @@ class LayerOp:
     """What a quantized layer computes on its codes: a linear map or a 2-d convolution; `int8` selects int8 ops:
     a plain _int_mm GEMM for linear layers and 1x1 convolutions without padding, quant.direct_conv or quant.im2col
     for other convolutions (`im2col` is True for those, whichever lowering _direct picks); without
-    `int8_backward` the backward runs the exact path's float32 ops, and the whole layer runs exact where
-    quant.direct_conv does not apply (_lowering)."""
+    `int8_backward` dL/dW runs the exact path's float32 op, and dL/dX too unless `int8_input_grad`; such a layer
+    runs exact entirely where quant.direct_conv does not apply (quant.integer._lowering)."""
 
     conv: bool
     kernel_size: tuple[int, int] = (1, 1)
@@ -57,7 +59,8 @@ class LayerOp:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     int8: bool = False
-    int8_backward: bool = True  # False: the forward only (a convolution narrower than the backward's rule)
+    int8_backward: bool = True  # False: a convolution narrower than INT8_MIN_CONV_BACKWARD_CHANNELS
+    int8_input_grad: bool = True  # without int8_backward: dL/dX int8 all the same (INT8_MIN_CONV_INPUT_GRAD_CHANNELS)
 
     @property
     def im2col(self) -> bool:
@@ -93,19 +96,29 @@ def choose_kernel(layer: nn.Module, kernel: str) -> str:
 def layer_op(layer: nn.Module, kernel: str) -> LayerOp:
     """The LayerOp of a QConv2d / QLinear whose choose_kernel is `kernel` ("exact" or "int8")."""
     if isinstance(layer, nn.Conv2d):
-        narrow = layer.kernel_size != (1, 1) and min(layer.in_channels, layer.out_channels) < \
-            INT8_MIN_CONV_BACKWARD_CHANNELS
+        width = min(layer.in_channels, layer.out_channels)
+        narrow = layer.kernel_size != (1, 1) and width < INT8_MIN_CONV_BACKWARD_CHANNELS
         return LayerOp(conv=True, kernel_size=layer.kernel_size, stride=layer.stride, padding=layer.padding,
                        dilation=layer.dilation, groups=layer.groups, int8=kernel == "int8",
-                       int8_backward=kernel == "int8" and not narrow)
+                       int8_backward=kernel == "int8" and not narrow,
+                       int8_input_grad=kernel == "int8" and width >= INT8_MIN_CONV_INPUT_GRAD_CHANNELS)
     return LayerOp(conv=False, int8=kernel == "int8", int8_backward=kernel == "int8")
 
 
 def kernel_choices(model: nn.Module) -> dict[str, str]:
-    """{layer name: "fake" | "exact" | "int8" | "int8-forward"} for every quantized layer, for the run's summary.
+    """{layer name: "fake" | "exact" | "int8" | "int8-fwd-dx" | "int8-forward"} for every quantized layer, for the
+    run's summary.
 
-    "int8-forward": a convolution whose forward runs int8 (quant.direct_conv, where its batch x output pixels
-    reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose backward runs exact."""
+    "int8-fwd-dx": a convolution whose forward and dL/dX run int8 (quant.direct_conv, where its batch x output
+    pixels reach DIRECT_CONV_MIN_PIXELS on the CPU, exact otherwise) and whose dL/dW runs exact; "int8-forward":
+    the same with the whole backward exact."""
     model = unwrap(model)
-    return {name: ("int8-forward" if m.op is not None and m.op.int8 and not m.op.int8_backward else m.kernel)
-            for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
+    return {name: _label(m) for name, m in model.named_modules() if hasattr(m, "kernel") and hasattr(m, "gq")}
+
+
+def _label(layer: nn.Module) -> str:
+    """A layer's entry in kernel_choices."""
+    op = layer.op
+    if op is None or not op.int8 or op.int8_backward:
+        return layer.kernel
+    return "int8-fwd-dx" if op.int8_input_grad else "int8-forward"

@@ -41,7 +41,7 @@ class QuantLifecycle:
         if not self.quantized:
             return {}
         return {"quantized_layers": sum(isinstance(m, (QConv2d, QLinear)) for m in self.model.modules()),
-                "kernels": kernel_choices(self.model)}  # {layer: "int8" | "int8-forward" | "exact" | "fake"}
+                "kernels": kernel_choices(self.model)}  # {layer: "int8" | "int8-fwd-dx" | "int8-forward" | ...}
 
     def prepare(self, *, steps_per_epoch: int, epochs: int) -> None:
         if not self.quantized:

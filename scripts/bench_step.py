@@ -49,6 +49,8 @@ from runtime.cli import config_choices
 from runtime.compile import compile_model
 from scripts.bench_common import build_run, emit_report, sync
 
+# The channel thresholds of quant.kernel_rule that a --conv-rules entry F/D/W sets, in that order
+CONV_RULE = ("INT8_MIN_CONV_CHANNELS", "INT8_MIN_CONV_INPUT_GRAD_CHANNELS", "INT8_MIN_CONV_BACKWARD_CHANNELS")
 POLICIES = config_choices("quant/grad")  # every configs/quant/grad/<name>.yaml, with its default hyper-parameters
 MODELS = {  # name: (config overrides, input shape per sample, default batch size, title)
     "resnet20": (["model=resnet20"], (3, 32, 32), 128, "CIFAR ResNet-20"),
@@ -119,18 +121,19 @@ class Config:
 
     def __init__(self, name: str, bits: int, device: torch.device, batch_size: int, image_size: int,
                  channels_last: bool, model: str = "resnet20", kernel: str = "fake",
-                 conv_rule: tuple[int, int] | None = None) -> None:
+                 conv_rule: tuple[int, int, int] | None = None) -> None:
         self.name, self.bits, self.conv_rule = name, bits, conv_rule
         overrides = [*row_overrides(name, bits, model, kernel), f"channels_last={str(channels_last).lower()}",
                      "optim.epochs=1000000"]  # 10**6 one-batch epochs: the LR schedules stay flat while timed
-        saved = kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS
-        if conv_rule is not None:  # read when assemble quantizes the layers (quantize_), so the model keeps it
-            kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = conv_rule
+        saved = [getattr(kernel_rule, name) for name in CONV_RULE]
+        for name, channels in zip(CONV_RULE, conv_rule or ()):  # read when assemble quantizes the layers
+            setattr(kernel_rule, name, channels)
         try:
             self.run, self.batch = build_run(overrides, batch_size=batch_size, image_size=image_size,
                                              device=str(device))
         finally:
-            kernel_rule.INT8_MIN_CONV_CHANNELS, kernel_rule.INT8_MIN_CONV_BACKWARD_CHANNELS = saved
+            for name, channels in zip(CONV_RULE, saved):
+                setattr(kernel_rule, name, channels)
         self.choices = self.run.specs.labels.get("kernels", {})
         # Both modes step one model, optimizers and schedules; the compiled mode's step model is what assemble builds
         # for compile=true on one process (compile_model(model)), without building the row a second time.
@@ -140,7 +143,8 @@ class Config:
     def label(self) -> str:
         if self.name == "fp32":
             return "FP32"
-        rule = "" if self.conv_rule is None else f", conv int8 fwd >= {self.conv_rule[0]}, bwd >= {self.conv_rule[1]}"
+        rule = "" if self.conv_rule is None else (f", conv int8 fwd >= {self.conv_rule[0]}, dX >= {self.conv_rule[1]}, "
+                                                  f"dW >= {self.conv_rule[2]}")
         return f"W{self.bits}A{self.bits}G{self.bits} {self.name}{rule}"
 
     def step(self, compiled: bool, probe: MemoryProbe | None = None) -> None:
@@ -219,8 +223,9 @@ def bench_model(model: str, args, device: torch.device, started: float) -> list[
     counts = ""
     for config in quantized[:len(args.conv_rules)]:
         kinds = list(config.choices.values())
-        rule = "" if config.conv_rule is None else f" (conv rule {config.conv_rule[0]}/{config.conv_rule[1]})"
+        rule = "" if config.conv_rule is None else f" (conv rule {'/'.join(map(str, config.conv_rule))})"
         counts += (f"quant.kernel={args.kernel}{rule}: {kinds.count('int8')} layers int8, "
+                   f"{kinds.count('int8-fwd-dx')} int8-fwd-dx (dW exact), "
                    f"{kinds.count('int8-forward')} int8-forward (backward exact), {kinds.count('exact')} exact, "
                    f"{kinds.count('fake')} fake (kernel_choices); first/last layers stay FP32. ")
     counts = counts.strip()
@@ -257,8 +262,9 @@ def main() -> None:
     parser.add_argument("--kernel", default="fake", choices=("fake", "exact", "int8"),
                         help="quant.kernel of the quantized rows (docs/methods.md §1.9)")
     parser.add_argument("--conv-rules", default="",
-                        help="F/B,...: each quantized row once per quant.integer channel rule (int8 3x3 convolutions "
-                             "in the forward from F channels, in the backward from B); default: the module's rule")
+                        help="F/D/W,...: each quantized row once per quant.kernel_rule channel rule (int8 3x3 "
+                             "convolutions: the forward from F channels, dL/dX from D, dL/dW from W; F/B means "
+                             "F/B/B); default: the module's rule")
     parser.add_argument("--modes", default="eager,compile")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant after compilation")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds")
@@ -279,11 +285,13 @@ def main() -> None:
     args.policies = [p for p in args.policies.split(",") if p]
     args.bits = [int(b) for b in str(args.bits).split(",") if b]
     try:
-        args.conv_rules = [tuple(int(n) for n in r.split("/", 1)) for r in args.conv_rules.split(",") if r] or [None]
+        rules = [tuple(int(n) for n in r.split("/")) for r in args.conv_rules.split(",") if r]
     except ValueError:
-        raise SystemExit(f"--conv-rules {args.conv_rules!r}: use F/B pairs of channel counts, e.g. 16/64,64/64")
-    if any(r is not None and (len(r) != 2 or min(r) < 1) for r in args.conv_rules):
-        raise SystemExit(f"--conv-rules {args.conv_rules}: use F/B pairs of positive channel counts, e.g. 16/64,64/64")
+        rules = None
+    if rules is None or any(len(r) not in (2, 3) or min(r) < 1 for r in rules):
+        raise SystemExit(f"--conv-rules {args.conv_rules!r}: use F/D/W (or F/B) positive channel counts, "
+                         f"e.g. 16/16/64,16/64")
+    args.conv_rules = [(r[0], r[1], r[-1]) for r in rules] or [None]
     models = [m for m in args.models.split(",") if m]
     unknown = ([n for n in args.policies if n.partition("+")[0] not in POLICIES] + [m for m in args.modes if m not in ("eager", "compile")]
                + [m for m in models if m not in MODELS])

@@ -68,13 +68,13 @@ def test_two_step_run_on_integer_codes_lists_each_layers_kernel_in_the_summary(t
     summary = train.train(compose_cfg(tmp_path, [*TINY, "bits=8", "quant/grad=lbt", f"quant.kernel={kernel}"]))
     assert summary["status"] == "finished" and summary["steps"] == 2
     # ResNet-20: all 3x3 convs; int8 runs those 64 channels wide in and out entirely in int8, the narrower ones
-    # int8 in the forward only
+    # int8 but for dL/dW
     kernels = summary["kernels"]
     assert len(kernels) == summary["quantized_layers"]
     wide = {"layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2", "layer3.2.conv1", "layer3.2.conv2"}
     if kernel == "int8" and int8_refusal():  # a CPU without VNNI: every layer exact (quant.kernel_rule)
         kernel = "exact"
-    narrow = "int8-forward" if kernel == "int8" else kernel
+    narrow = "int8-fwd-dx" if kernel == "int8" else kernel
     assert {kernels[n] for n in wide} == {kernel} and {k for n, k in kernels.items() if n not in wide} == {narrow}
 
 

@@ -42,10 +42,15 @@ def int8_convs_from_16_channels(monkeypatch):
 
 # How an int8 convolution larger than 1x1 runs (quant.integer chooses by output pixels and channels; the layers
 # here are small, so each lowering is forced): im2col GEMMs, oneDNN's direct int8 convolution for the forward and
-# dL/dX with an int8 GEMM for dL/dW, or ("int8-forward") oneDNN's forward with the exact path's backward.
+# dL/dX with an int8 GEMM for dL/dW, ("int8-fwd-dx") oneDNN's forward and dL/dX with the exact path's dL/dW, or
+# ("int8-forward") oneDNN's forward with the exact path's backward.
 LOWERINGS = {"im2col": {"DIRECT_CONV_MIN_PIXELS": 10**12, "INT8_MIN_CONV_BACKWARD_CHANNELS": 1},
              "direct": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 1},
-             "direct-forward": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 10**6}}
+             "direct-fwd-dx": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 10**6,
+                               "INT8_MIN_CONV_INPUT_GRAD_CHANNELS": 1},
+             "direct-forward": {"DIRECT_CONV_MIN_PIXELS": 1, "INT8_MIN_CONV_BACKWARD_CHANNELS": 10**6,
+                                "INT8_MIN_CONV_INPUT_GRAD_CHANNELS": 10**6}}
+NARROW_LABELS = {"direct-fwd-dx": "int8-fwd-dx", "direct-forward": "int8-forward"}  # the others: "int8"
 
 
 @pytest.fixture(params=LOWERINGS)
@@ -168,28 +173,35 @@ def test_under_bf16_autocast_every_operand_is_an_integer_code_and_results_match_
     assert_integer_operands(recorder.operands)  # no bf16 (nothing off the grid), integer codes
 
 
-def test_resnet20_runs_its_narrow_convolutions_int8_forward_and_the_64_channel_ones_int8():
+def test_resnet20_runs_its_narrow_convolutions_int8_but_for_dw_and_the_64_channel_ones_int8():
     choices = kernel_choices(quantized_model(lambda: resnet20(num_classes=10), "int8"))
-    narrow = [name for name, kind in choices.items() if kind == "int8-forward"]
+    narrow = [name for name, kind in choices.items() if kind == "int8-fwd-dx"]
     assert len(narrow) == 13 and all(n.startswith(("layer1.", "layer2.")) for n in narrow[:12])
     assert narrow[12] == "layer3.0.conv1"  # 32 -> 64: narrower than the backward's rule on its input side
     assert [n for n, kind in choices.items() if kind == "int8"] == [f"layer3.{b}.conv{c}" for b, c in
                                                                      [(0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]]
 
 
-@pytest.mark.parametrize("min_pixels, forward_op", [(1, "quant.direct_conv"), (10**12, "aten.convolution")])
-def test_an_int8_forward_convolution_runs_its_backward_exact_and_runs_exact_without_onednn(monkeypatch, min_pixels,
-                                                                                           forward_op):
-    """conv3x3 (16 -> 24) is narrower than INT8_MIN_CONV_BACKWARD_CHANNELS: oneDNN's int8 forward where it has
-    the pixels, the exact path's float32 convolution otherwise; its backward is the exact path's either way."""
+@pytest.mark.parametrize("min_pixels, input_grad_channels, ops", [
+    (1, 16, ["quant.direct_conv"] * 2 + ["quant.direct_conv", "aten.convolution_backward"]),  # the default rule
+    (1, 10**6, ["quant.direct_conv"] * 2 + ["aten.convolution_backward"]),
+    (10**12, 16, ["aten.convolution"] * 2 + ["aten.convolution_backward"])])
+def test_a_narrow_int8_convolution_runs_dw_exact_and_runs_exact_without_onednn(monkeypatch, min_pixels,
+                                                                              input_grad_channels, ops):
+    """conv3x3 (16 -> 24) is narrower than INT8_MIN_CONV_BACKWARD_CHANNELS: where it has the pixels, oneDNN's int8
+    forward and (from INT8_MIN_CONV_INPUT_GRAD_CHANNELS) dL/dX, and the exact path's float32 convolution_backward
+    for dL/dW alone (or dL/dX and dL/dW); the exact path's float32 convolutions throughout otherwise."""
     monkeypatch.setattr(kernel_rule, "DIRECT_CONV_MIN_PIXELS", min_pixels)
+    monkeypatch.setattr(kernel_rule, "INT8_MIN_CONV_INPUT_GRAD_CHANNELS", input_grad_channels)
     with OperandRecorder() as recorder:  # the reference quantizers in both runs (the same noise), as above
         choice, int8 = run_layer("conv3x3", "int8", fused=False)
     assert choice == "int8"
-    # the initialising no-grad call, the forward, then one float32 convolution_backward for dL/dX and dL/dW
-    assert [func.removesuffix(".default") for func, _ in recorder.operands] == [forward_op] * 2 + \
-        ["aten.convolution_backward"]
-    assert all(t.dtype == torch.float32 for t in recorder.operands[-1][1])
+    # the initialising no-grad call, the forward, then the backward's ops
+    assert [func.removesuffix(".default") for func, _ in recorder.operands] == ops
+    backward = recorder.operands[len(ops) - 1][1]  # convolution_backward: (dL/dY, input, weight) as float32 codes
+    assert all(t.dtype == torch.float32 for t in backward)
+    if ops[2] == "quant.direct_conv":  # dL/dX: uint8 gradient codes + 128 and the int8 flipped weight
+        assert [t.dtype for t in recorder.operands[2][1]] == [torch.uint8, torch.int8]
     _, exact = run_layer("conv3x3", "exact", fused=False)
     assert_all(torch.equal, int8[:4], exact[:4])
     torch._dynamo.reset()
@@ -248,7 +260,7 @@ def test_two_training_steps_on_the_int8_path_give_the_fake_path_losses(make, sha
     for kernel in ("fake", "exact", "int8"):
         model = quantized_model(make, kernel)
         if kernel == "int8":
-            label = "int8-forward" if conv_lowering == "direct-forward" and make is not mlp else "int8"
+            label = NARROW_LABELS.get(conv_lowering, "int8") if make is not mlp else "int8"
             assert list(kernel_choices(model).values()).count(label) == int8_layers
         loss_fn = lambda: nn.functional.cross_entropy(model(x), y)  # noqa: E731
         torch.manual_seed(1)
@@ -274,7 +286,7 @@ def test_compiled_integer_layers_match_eager(kernel, conv_lowering):
     eager = quantized_model(lambda: nn.Sequential(  # 3x3 stride 2, 1x1 and linear "int8" (first and last stay fp)
         nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 1),
         nn.ReLU(), nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Linear(128, 10)), kernel)
-    conv = "int8-forward" if kernel == "int8" and conv_lowering == "direct-forward" else kernel
+    conv = NARROW_LABELS.get(conv_lowering, kernel) if kernel == "int8" else kernel
     assert list(kernel_choices(eager).values()) == [conv, kernel, kernel]
     loss = lambda m: nn.functional.cross_entropy(m(x), y)  # noqa: E731
     warmup_grad_intervals(eager, lambda: loss(eager))

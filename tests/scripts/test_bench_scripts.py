@@ -48,20 +48,25 @@ def test_bench_apt_times_every_row_against_fixed_point(tmp_path):
 def test_bench_step_reports_fp32_and_the_quantized_rows_with_a_split(tmp_path):
     report = run_bench("bench_step.py", "--models", "resnet20", "--batch-size", "4", "--bits", "4",
                        "--policies", "minmax", "--kernel", "int8", "--modes", "eager", "--warmup", "1",
-                       "--rounds", "1", "--steps", "1", "--split", "--conv-rules", "16/64,64/64",
+                       "--rounds", "1", "--steps", "1", "--split", "--conv-rules", "16/16/64,16/64,64/64",
                        out=tmp_path / "step.md")
     rows = table_rows(report)
-    quantized = ["W4A4G4 minmax, conv int8 fwd >= 16, bwd >= 64", "W4A4G4 minmax, conv int8 fwd >= 64, bwd >= 64"]
+    quantized = [f"W4A4G4 minmax, conv int8 fwd >= {f}, dX >= {d}, dW >= 64" for f, d in [(16, 16), (16, 64), (64, 64)]]
     assert [r[:2] for r in rows if r[1] == "eager"] == [["FP32", "eager"]] + [[q, "eager"] for q in quantized]
     assert ratio(rows[0][3]) == 1.0
     split = [r for r in rows if r[1].replace(".", "").isdigit()]  # config | step | GEMM | im2col | quantize | rest
     assert [r[0] for r in split] == ["FP32"] + quantized
-    # each rule's layer counts: ResNet-20's 13 narrow 3x3 convolutions are int8-forward under 16/64 only
+    # each rule's layer counts: ResNet-20's 13 narrow 3x3 convolutions are int8 but for dL/dW under 16/16/64,
+    # int8 in the forward only under 16/64 (= 16/64/64), exact under 64/64
     if int8_refusal():  # a CPU without VNNI runs every layer exact (quant.kernel_rule)
-        assert "(conv rule 16/64): 0 layers int8, 0 int8-forward (backward exact), 18 exact" in report
+        assert "(conv rule 16/64/64): 0 layers int8, 0 int8-fwd-dx (dW exact), 0 int8-forward (backward exact), " \
+            "18 exact" in report
     else:
-        assert "(conv rule 16/64): 5 layers int8, 13 int8-forward (backward exact), 0 exact" in report
-        assert "(conv rule 64/64): 5 layers int8, 0 int8-forward (backward exact), 13 exact" in report
+        assert "(conv rule 16/16/64): 5 layers int8, 13 int8-fwd-dx (dW exact), 0 int8-forward" in report
+        assert "(conv rule 16/64/64): 5 layers int8, 0 int8-fwd-dx (dW exact), 13 int8-forward (backward exact), " \
+            "0 exact" in report
+        assert "(conv rule 64/64/64): 5 layers int8, 0 int8-fwd-dx (dW exact), 0 int8-forward (backward exact), " \
+            "13 exact" in report
 
 
 def test_bench_step_times_each_policy_and_a_float_format_relative_to_min_max(tmp_path):
