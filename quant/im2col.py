@@ -13,7 +13,7 @@ g @ W (N_out, kh*kw*C) summed over shifted views, writes 9x the input in int32 a
 For stride s > 1 the gradient is dilated (s-1 zeros between pixels) first: (s^2 - 1)/s^2 of that GEMM's rows
 multiply zeros, which costs less than a second code path (stride-2 layers are few).
 
-Activations are stored shifted (int8 = code - zero, quant.integer.grid_codes); the caller pads with the code of
+Activations are stored shifted (int8 = code - zero, quant.codes.grid_codes); the caller pads with the code of
 real zero (stored -zero), so every entry of im2col is `code - zero` and the zero point comes back as the same
 rank-1 correction as for a plain GEMM: sum(code * w) = sum(stored * w) + zero * sum(w).
 

@@ -30,7 +30,7 @@ INT8_MIN_CONV_INPUT_GRAD_CHANNELS, "int8-forward": the whole backward exact). Wh
 rule in quant.kernel_rule (choose_kernel, layer_op, kernel_choices); this module computes it.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
-the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
+the same values (x_hat = code * step; quant.codes, which also holds the per-element passes fused in eager mode), and the output gradient is quantized by the layer's own GradQuantizer
 state with the same function as the fake path (quant.gradient.quantize_output_gradient).
 """
 from __future__ import annotations
@@ -42,42 +42,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from quant.codes import (activation_codes, gradient_operands, input_gradients, interval_gradients, weight_codes,
+                         zero_index)
 from quant.direct_conv import GRAD_ZERO_POINT, direct_conv, direct_conv_input_grad
 from quant.gradient import quantize_output_gradient, stash_grad_state
 from quant.im2col import (INT32_SAFE_K, conv_forward, conv_input_grad, conv_weight_grad, from_gemm_rows,  # noqa: F401
                           gemm_rows, int_matmul, scatter_strided, span)
-from quant.primitives import grid_index, unsigned_levels, weight_levels
 from quant import kernel_rule
 from quant.kernel_rule import LayerOp
-
-def grid_codes(x: Tensor, upper: Tensor, signed: Tensor | float, bits: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(codes, step, zero): round-to-nearest codes of x on the grid ending at `upper` (float32 integers).
-
-    Unsigned grid: codes k in [0, 2^b - 1], value k * step. Symmetric: k - (2^(b-1) - 1), value code * step.
-    `zero` = 2^(b-1) - signed * (2^(b-1) - 1) is what int8 storage (k - 2^(b-1)) must add back to get the code.
-    """
-    half = 2 ** (bits - 1)
-    lo = -upper * signed
-    levels = unsigned_levels(bits) - signed
-    step = (upper - lo) / levels
-    k = grid_index(x.float(), lo, step, levels)
-    zero = half - signed * (half - 1)
-    return k + (zero - half), step, torch.as_tensor(zero, device=x.device)
-
-
-def weight_codes(w: Tensor, scale: Tensor, bits: int, grid: str) -> tuple[Tensor, Tensor, Tensor]:
-    """(codes, step, top): round-to-nearest codes k - zero of w on the weight grid `grid` with scale s_W
-    (quant.forward.weight_grid), value code * step, and the grid's top value (the straight-through range's end)."""
-    levels, zero = weight_levels(bits, grid)
-    step = scale / zero
-    return grid_index(w.float(), -scale, step, levels) - zero, step, scale * ((levels - zero) / zero)
-
-
-def zero_index(bits: int, zero: Tensor) -> Tensor:
-    """The grid index of real zero (grid_codes' `zero` given): 0 on the unsigned grid, 2^(b-1) - 1 on the
-    symmetric one; code + zero_index is the index k in [0, 2^b - 1] that quant.direct_conv takes as uint8."""
-    return 2 ** (bits - 1) - zero
-
 
 def _to_int8(codes: Tensor, shift: Tensor | float = 0.0) -> Tensor:
     return (codes - shift).to(torch.int8)
@@ -192,23 +164,14 @@ def _direct_backward(op: LayerOp, g: Tensor, a: Tensor, w8: Tensor, zero: Tensor
     """_backward_op of a layer whose forward ran quant.direct_conv: dL/dX as oneDNN's int8 convolution of the
     gradient codes, dL/dW as quant.im2col's GEMM, or for a narrow layer (not op.int8_backward) as the exact path's
     float32 op (a, g: float activation and gradient codes)."""
-    g_u8 = (g + GRAD_ZERO_POINT).to(torch.uint8).contiguous(memory_format=torch.channels_last)
-    grad_a = direct_conv_input_grad(g_u8, w8, op.stride, op.padding, a.shape[2:])
-    # (B, Ho, Wo, O) from the uint8 codes, not from g: one pass over bytes, and g (float) is never laid out
+    g_u8, g8 = gradient_operands(g, GRAD_ZERO_POINT, op.int8_backward)
+    grad_a = direct_conv_input_grad(g_u8.contiguous(memory_format=torch.channels_last), w8, op.stride, op.padding,
+                                    a.shape[2:])
     if not op.int8_backward:  # a narrow layer: dL/dW on the float codes (kernel_rule.INT8_MIN_CONV_INPUT_GRAD_CHANNELS)
         return grad_a, _float_conv_backward(op, g, a, w8.float(), input_grad=False)[1]
-    g8 = _to_int8(g_u8.permute(0, 2, 3, 1).to(torch.int16), GRAD_ZERO_POINT)
+    g8 = g8.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # (B, Ho, Wo, O)
     grad_w = conv_weight_grad(_activation_int8(op, a, zero), g8, op.kernel_size, op.stride, zero).float()
     return grad_a, grad_w
-
-
-def _interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, top: Tensor,
-                        scale: Tensor) -> tuple[Tensor, Tensor]:
-    """quant.forward._FakeQuantize.backward: straight-through in [lo, top], the learnable scale's gradient."""
-    inside = (x >= lo) & (x <= top)
-    grad_x = torch.where(inside, g_hat, 0.0)
-    grad_scale = (g_hat * (x_hat - torch.where(inside, x, 0.0))).sum() / scale
-    return grad_x, grad_scale.reshape(scale.shape)
 
 
 class _IntegerLayer(torch.autograd.Function):
@@ -224,13 +187,15 @@ class _IntegerLayer(torch.autograd.Function):
                          deferred, large_fraction, fmt)
         with torch.autocast(x.device.type, enabled=False):  # float32 on integer codes: exact in every mode
             with span("quant.quantize"):
-                a, step_a, zero = grid_codes(x, a_upper, a_signed, a_bits)
-                cw, step_w, w_top = weight_codes(w, w_scale, w_bits, w_grid)
                 op, direct, backward_op = _lowering(op, x)
+                # float codes: every op's operand but quant.direct_conv's, and saved for any backward but all-int8
+                keep = not (direct and backward_op.int8 and backward_op.int8_backward)
+                a, a8, step_a, zero = activation_codes(x, a_upper, a_signed, a_bits, codes=keep, index=direct)
+                cw, step_w, w_top = weight_codes(w, w_scale, w_bits, w_grid)
                 if direct:  # uint8 grid indices (B, C, H, W), channels-last
-                    a8 = (a + zero_index(a_bits, zero)).to(torch.uint8).contiguous(memory_format=torch.channels_last)
-                else:
-                    a8 = _activation_int8(op, a, zero) if op.int8 else None
+                    a8 = a8.contiguous(memory_format=torch.channels_last)
+                elif op.int8:
+                    a8 = _activation_int8(op, a, zero)
                 w8 = _to_int8(cw) if op.int8 else None
             if direct:
                 y = _direct_forward(op, a8, w8, zero_index(a_bits, zero)) * (step_a * step_w)
@@ -267,10 +232,9 @@ class _IntegerLayer(torch.autograd.Function):
                 else:
                     a, cw, a8, w8 = a_saved, w_saved, None, None
                 grad_a, grad_w = _backward_op(op, cg, a, cw, a8, w8, zero)
-            grad_x_hat, grad_w_hat = grad_a * (step_g * step_w), grad_w * (step_a * step_g)
-            grad_x, grad_upper = _interval_gradients(grad_x_hat, x.float(), a * step_a, -a_upper * a_signed,
-                                                     a_upper, a_upper)
-            grad_w, grad_scale = _interval_gradients(grad_w_hat, w.float(), cw * step_w, -w_scale, w_top, w_scale)
+            grad_x, grad_upper = input_gradients(x, grad_a, a, step_g * step_w, step_a, -a_upper * a_signed, a_upper)
+            grad_w, grad_scale = interval_gradients(grad_w * (step_a * step_g), w.float(), cw * step_w, -w_scale,
+                                                    w_top, w_scale)
             grad_bias = None
             if ctx.has_bias:
                 grad_bias = g_hat.sum((0, 2, 3)) if op.conv else g_hat.reshape(-1, g_hat.shape[-1]).sum(0)

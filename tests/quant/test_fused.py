@@ -6,6 +6,7 @@ import torch.nn as nn
 import quant.primitives
 from quant import QuantSpec, fused, kernel_choices, quantize_
 from quant.fused import flat_views as fused_flat_views
+from quant.codes import activation_codes, gradient_operands, input_gradients
 from quant.forward import _fake_quantize_grads, _fake_quantize_values, fake_quantize
 from quant.grad.fixed import FixedPolicy
 from quant.grad.lbt import LBTPolicy
@@ -75,6 +76,41 @@ def test_fake_quantize_gradients_equal_the_reference(layout):
     want_x, want_scale = _fake_quantize_grads.reference(x, x_hat, g, scale, lo, 1.0)
     assert torch.equal(got_x, want_x)
     assert torch.allclose(got_scale, want_scale, rtol=1e-5)  # a sum: Inductor's order of addition
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("signed", [0.0, 1.0])
+@pytest.mark.parametrize("codes, index", [(True, True), (False, True), (True, False)])
+def test_the_integer_kernels_activation_codes_equal_the_reference_bit_for_bit(layout, signed, codes, index):
+    x, upper = activations(layout), torch.tensor(2.3)
+    got = activation_codes(x, upper, torch.tensor(signed), 4, codes=codes, index=index)
+    want = activation_codes.reference(x, upper, torch.tensor(signed), 4, codes=codes, index=index)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None) and (g is None or torch.equal(g, w))
+    assert got[1 if index else 0].shape == x.shape
+    if index:
+        assert got[1].dtype == torch.uint8 and 0 < int(got[1].max()) <= 15
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_integer_kernels_input_gradients_equal_the_reference(layout):
+    x, upper = activations(layout), torch.tensor(2.3)
+    codes, _, step, _ = activation_codes.reference(x, upper, torch.tensor(1.0), 4, codes=True, index=False)
+    grad_codes = torch.randint(-900, 900, x.shape).float()  # NCHW, whatever x's layout: the region copies it to x's
+    args = (torch.tensor(3e-4), step, -upper, upper)
+    got_x, got_upper = input_gradients(x, grad_codes, codes, *args)
+    want_x, want_upper = input_gradients.reference(x, grad_codes, codes, *args)
+    assert torch.equal(got_x, want_x) and not torch.equal(got_x, grad_codes * 3e-4)  # clipped somewhere
+    assert torch.allclose(got_upper, want_upper, rtol=1e-5)  # a sum: Inductor's order of addition
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_integer_kernels_gradient_operands_equal_the_reference_bit_for_bit(layout, signed):
+    codes = LAYOUTS[layout](torch.randint(-127, 128, (6, 5, 14, 7)).float())
+    got, want = gradient_operands(codes, 128, signed), gradient_operands.reference(codes, 128, signed)
+    assert torch.equal(got[0], want[0]) and got[0].dtype == torch.uint8
+    assert (got[1] is None) == (not signed) and (not signed or torch.equal(got[1], want[1]))
 
 
 def value_noise(t: torch.Tensor) -> torch.Tensor:
