@@ -30,8 +30,9 @@ INT8_MIN_CONV_INPUT_GRAD_CHANNELS, "int8-forward": the whole backward exact). Wh
 rule in quant.kernel_rule (choose_kernel, layer_op, kernel_choices); this module computes it.
 
 The straight-through and learnable-interval gradients are those of quant.forward._FakeQuantize, evaluated with
-the same values (x_hat = code * step; quant.codes, which also holds the per-element passes fused in eager mode), and the output gradient is quantized by the layer's own GradQuantizer
-state with the same function as the fake path (quant.gradient.quantize_output_gradient).
+the same values (x_hat = code * step), and the output gradient is quantized by the layer's own GradQuantizer
+state with the same function as the fake path (quant.gradient.quantize_output_gradient). The codes, and the
+per-element passes over them that run fused in eager mode, are quant.codes'.
 """
 from __future__ import annotations
 
