@@ -56,7 +56,6 @@ def interval_gradients(g_hat: Tensor, x: Tensor, x_hat: Tensor, lo: Tensor, top:
     return grad_x, grad_scale.reshape(scale.shape)
 
 
-
 @fused(shaped_args=1, shaped_results=2)
 def activation_codes(x: Tensor, upper: Tensor, signed: Tensor, bits: int, *, codes: bool,
                      index: bool) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:

@@ -66,7 +66,6 @@ def direct_conv_input_grad(g_u8: Tensor, w8: Tensor, stride: tuple[int, int], pa
     """sum(code_g * code_w) per input pixel as float32 (B, C, H, W): the transposed convolution of g_u8
     (B, O, Ho, Wo) = gradient codes + GRAD_ZERO_POINT, as a stride-1 convolution with the flipped kernel over
     the gradient dilated by the stride (needs padding <= kernel - 1)."""
-    b, o, ho, wo = g_u8.shape
     kh, kw = w8.shape[2:]
     (sh, sw), (ph, pw), (h, w) = stride, padding, in_hw
     w_flip = w8.flip(2, 3).transpose(0, 1)  # (C, O, kh, kw)
