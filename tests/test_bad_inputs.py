@@ -1,7 +1,9 @@
 """Bad input, typed or on disk: exit code 2, ONE line on stderr naming what was wrong, and no file written or changed.
 
 Each case runs the real command line (`python train.py ...`), because Hydra wraps errors raised inside its job:
-testing the functions alone would miss that.
+testing the functions alone would miss that. The cases run as forks of a process that has imported train.py
+(tests/cli_process.py: what `python train.py` runs, without re-importing torch each time); one case also runs as a
+fresh interpreter.
 """
 import os
 import subprocess
@@ -15,6 +17,7 @@ from omegaconf import OmegaConf
 
 from data.idx import write_idx
 from runtime.cli import CONFIG_DIR
+from tests.cli_process import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["data=synthetic", "optim.epochs=1"]
@@ -70,7 +73,7 @@ CASES = {  # id: (overrides, a word the line must contain, set-up of files)
     "TRS experiment without its pretrained start": (["experiment=trs_cifar100_resnet20"], "model.init_from is required",
                                                     None),
     "misspelled group": (["modle=resnet20"], "modle", None),
-    "misspelled key": (["optim.epoch=3"], "optim.epochs", None),
+    "misspelled key": (["optim.epoch=3"], "did you mean optim.epochs?", None),
     "misspelled nested key": (["quant.bitz.w=4"], "quant.bitz", None),
     "seed not an int": (["seed=abc"], "seed=abc", None),
     "threads not an int": (["threads=abc"], "threads=abc", None),
@@ -140,8 +143,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize("overrides, word, setup", CASES.values(), ids=CASES.keys())
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides, word, setup):
+def check_bad_input(tmp_path, overrides, word, setup, *, fresh_interpreter=False):
     results, data_root = tmp_path / "results", tmp_path / "data"
     results.mkdir()
     data_root.mkdir()
@@ -151,11 +153,25 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides,
     groups = {o.split("=")[0] for o in overrides}
     base = [o for o in BASE if o.split("=")[0] not in groups]
     flags, overrides = [o for o in overrides if o.startswith("-")], [o for o in overrides if not o.startswith("-")]
+    args = [*flags, *base, *overrides, f"results_dir={results}"]
     env = {**os.environ, "WANDB_MODE": "disabled", "DATA_ROOT": str(data_root)}
-    result = subprocess.run([sys.executable, "train.py", *flags, *base, *overrides, f"results_dir={results}"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=120)
+    if fresh_interpreter:
+        result = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+    else:
+        result = run_train(args, cwd=ROOT, env=env)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1, result.stderr[-2000:]
     assert word.lower() in lines[0].lower(), lines[0]
     assert snapshot(tmp_path) == before  # nothing written, nothing changed
+
+
+@pytest.mark.parametrize("overrides, word, setup", CASES.values(), ids=CASES.keys())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides, word, setup):
+    check_bad_input(tmp_path, overrides, word, setup)
+
+
+@pytest.mark.parametrize("case", ["unknown model", "zero epochs"])
+def test_a_fresh_python_train_py_exits_2_with_the_same_line(tmp_path, case):
+    check_bad_input(tmp_path, *CASES[case], fresh_interpreter=True)
