@@ -39,7 +39,7 @@ test: setup
 # `make test-flaky FLAKY_COUNT=50 FLAKY_TESTS=tests/runtime/test_run_logger.py` runs one file 50 times.
 FLAKY_COUNT ?= 10
 FLAKY_TESTS ?= tests/runtime/test_run_logger.py tests/runtime/test_preemption_guard.py tests/runtime/test_run_lock.py \
-	tests/test_preemption.py tests/test_ddp.py tests/test_launchers.py
+	tests/test_preemption.py tests/test_ddp.py tests/test_launchers.py tests/test_bad_inputs.py
 test-flaky: setup
 	WANDB_MODE=disabled $(BIN)/python -m pytest -x --count=$(FLAKY_COUNT) --repeat-scope=session $(FLAKY_TESTS)
 
