@@ -2,7 +2,7 @@
 
 Each case runs the real command line (`python train.py ...`), because Hydra wraps errors raised inside its job:
 testing the functions alone would miss that. The cases run as forks of a process that has imported train.py
-(tests/cli_process.py: what `python train.py` runs, without re-importing torch each time); one case also runs as a
+(tests/cli_process.py: what `python train.py` runs, without re-importing torch each time); two cases also run as a
 fresh interpreter.
 """
 import os
